@@ -1,0 +1,108 @@
+//! The one error type both front ends return, and its mapping to HTTP status
+//! codes and gRPC status codes (the only place that mapping lives).
+
+use crate::barrier::BarrierError;
+use crate::seal::SealError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Bad input: 400 / INVALID_ARGUMENT.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Bad, missing or insufficient token: 403 / PERMISSION_DENIED.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// 503 / UNAVAILABLE.
+    #[error("Vault is sealed")]
+    Sealed,
+    /// A retryable conflict (another seal operation in flight): 400 /
+    /// ABORTED. Vault answers these with 400 too.
+    #[error("{0}")]
+    Conflict(String),
+    /// Already initialised: 400 / ALREADY_EXISTS.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Not initialised: 400 / FAILED_PRECONDITION.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Unknown path: 404 / NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 / UNIMPLEMENTED.
+    #[error("unsupported operation")]
+    UnsupportedOperation,
+    /// 413 / RESOURCE_EXHAUSTED.
+    #[error("request body too large")]
+    TooLarge,
+    /// Our fault: 500 / INTERNAL. The message is safe to show (it never
+    /// carries secrets) but details stay in the logs.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::InvalidRequest(_)
+            | ApiError::Conflict(_)
+            | ApiError::AlreadyExists(_)
+            | ApiError::FailedPrecondition(_) => 400,
+            ApiError::PermissionDenied => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::UnsupportedOperation => 405,
+            ApiError::TooLarge => 413,
+            ApiError::Internal(_) => 500,
+            ApiError::Sealed => 503,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::InvalidRequest(_) => tonic::Code::InvalidArgument,
+            ApiError::PermissionDenied => tonic::Code::PermissionDenied,
+            ApiError::Sealed => tonic::Code::Unavailable,
+            ApiError::Conflict(_) => tonic::Code::Aborted,
+            ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ApiError::NotFound(_) => tonic::Code::NotFound,
+            ApiError::UnsupportedOperation => tonic::Code::Unimplemented,
+            ApiError::TooLarge => tonic::Code::ResourceExhausted,
+            ApiError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl From<SealError> for ApiError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Sealed | SealError::Barrier(BarrierError::Sealed) => ApiError::Sealed,
+            SealError::AlreadyInitialized => ApiError::AlreadyExists(e.to_string()),
+            SealError::NotInitialized => ApiError::FailedPrecondition(e.to_string()),
+            SealError::Busy | SealError::InProgress(_) => ApiError::Conflict(e.to_string()),
+            e if e.is_client_error() => ApiError::InvalidRequest(e.to_string()),
+            e => {
+                tracing::error!(error = %e, "seal operation failed");
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<BarrierError> for ApiError {
+    fn from(e: BarrierError) -> Self {
+        match e {
+            BarrierError::Sealed => ApiError::Sealed,
+            e => {
+                tracing::error!(error = %e, "barrier operation failed");
+                ApiError::Internal("internal error".into())
+            }
+        }
+    }
+}

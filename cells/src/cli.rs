@@ -1,0 +1,271 @@
+//! The `sigil` command line.
+//!
+//! `sigil server`/`sigil dev` run a node; the other commands are clients of
+//! the HTTP API, reading `SIGIL_ADDR`/`SIGIL_TOKEN` (falling back to
+//! `VAULT_ADDR`/`VAULT_TOKEN`). Flags may be written Vault-style with one dash
+//! (`-key-shares 5`). Human output by default, `--format json` for scripts.
+//! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`).
+
+mod client;
+mod operator;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::Client;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sigil",
+    version,
+    about = "Sigil: cell-based secrets and key-lifecycle platform"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Server address (default: $SIGIL_ADDR, $VAULT_ADDR, http://127.0.0.1:8200).
+    #[arg(long, global = true)]
+    pub address: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node from a configuration file.
+    Server {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a single, initialised and unsealed development node.
+    Dev(DevArgs),
+    /// Seal status of the node (exit code 2 when sealed).
+    Status(ClientOpts),
+    /// Operator commands: init, unseal, seal, rekey, generate-root, rotate, key-status.
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[arg(long, default_value = "127.0.0.1:8200")]
+    pub http_addr: String,
+    #[arg(long, default_value = "127.0.0.1:8201")]
+    pub grpc_addr: String,
+    /// Root token to create (default: random).
+    #[arg(long)]
+    pub root_token: Option<String>,
+    /// Keep data here instead of a fresh temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Skip mlockall (for hosts without CAP_IPC_LOCK).
+    #[arg(long)]
+    pub disable_mlock: bool,
+}
+
+/// Turns Vault-style `-flag` / `-flag=value` into `--flag` for clap. Single
+/// letters (`-h`) and negative numbers are left alone.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let looks_long = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a.as_bytes()[1].is_ascii_alphabetic()
+                && a[1..].split('=').next().is_some_and(|name| name.len() > 1);
+            if i > 0 && looks_long {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Runs the CLI; the return value is the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    // One process-wide TLS provider: aws-lc-rs (the node's only crypto
+    // library), whatever other providers dependencies compile in.
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Server { config } => run_server(config).await,
+        Command::Dev(args) => run_dev(args).await,
+        Command::Status(opts) => operator::status(&opts).await,
+        Command::Operator { command } => operator::run(command).await,
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("Error: {msg}");
+    ExitCode::from(1)
+}
+
+async fn run_server(path: PathBuf) -> ExitCode {
+    let config = match crate::config::Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let _telemetry = match crate::telemetry::init(&config.log, &config.telemetry) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::process::harden(config.disable_mlock) {
+        return fail(e);
+    }
+    let running = match crate::server::start(&config).await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    println!(
+        "sigil server listening: http={} grpc={}",
+        running.http_url(),
+        running.grpc_addr
+    );
+    running.wait_for_signal().await;
+    ExitCode::SUCCESS
+}
+
+async fn run_dev(args: DevArgs) -> ExitCode {
+    let (data_dir, _temp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => match tempfile::Builder::new().prefix("sigil-dev-").tempdir() {
+            Ok(t) => (t.path().to_path_buf(), Some(t)),
+            Err(e) => return fail(format!("cannot create a temporary data directory: {e}")),
+        },
+    };
+    let text = format!(
+        "node_id = \"dev\"\ndata_dir = {:?}\ndisable_mlock = {}\n[listener]\nhttp_addr = {:?}\ngrpc_addr = {:?}\n",
+        data_dir.display().to_string(),
+        args.disable_mlock,
+        args.http_addr,
+        args.grpc_addr
+    );
+    let config = match crate::config::Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let _telemetry = match crate::telemetry::init(&config.log, &config.telemetry) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::process::harden(config.disable_mlock) {
+        return fail(e);
+    }
+    let running = match crate::server::start(&config).await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    match running.dev_bootstrap(args.root_token).await {
+        Err(e) => return fail(format!("{e:#}")),
+        Ok(None) => {
+            println!(
+                "Dev node using existing data in {}; unseal it with `sigil operator unseal` if sealed.",
+                data_dir.display()
+            );
+        }
+        Ok(Some(out)) => {
+            use base64::Engine as _;
+            println!("==> Sigil dev server started. Do not use dev mode in production.");
+            println!();
+            println!("    HTTP API:    {}", running.http_url());
+            println!("    gRPC API:    {}", running.grpc_addr);
+            println!("    Data dir:    {}", data_dir.display());
+            println!();
+            println!("    export SIGIL_ADDR='{}'", running.http_url());
+            println!();
+            println!(
+                "Unseal Key: {}",
+                base64::engine::general_purpose::STANDARD.encode(out.keys[0].expose())
+            );
+            println!("Root Token: {}", out.root_token.expose());
+            println!();
+            println!("Dev mode keeps its single unseal key and root token only in this output.");
+        }
+    }
+    running.wait_for_signal().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_style_flags_become_long_flags() {
+        let args = [
+            "sigil",
+            "operator",
+            "init",
+            "-key-shares",
+            "5",
+            "-key-threshold=3",
+            "-h",
+            "--format",
+            "json",
+            "-5",
+        ]
+        .map(String::from);
+        assert_eq!(
+            normalize_args(args),
+            [
+                "sigil",
+                "operator",
+                "init",
+                "--key-shares",
+                "5",
+                "--key-threshold=3",
+                "-h",
+                "--format",
+                "json",
+                "-5"
+            ]
+        );
+    }
+
+    #[test]
+    fn cli_parses_operator_commands() {
+        let parse =
+            |s: &str| Cli::try_parse_from(normalize_args(s.split_whitespace().map(String::from)));
+        assert!(parse("sigil operator init -key-shares 5 -key-threshold 3").is_ok());
+        assert!(parse("sigil operator unseal -reset").is_ok());
+        assert!(parse("sigil operator rekey -init -key-shares 3 -key-threshold 2").is_ok());
+        assert!(parse("sigil operator generate-root -decode abc -otp xyz").is_ok());
+        assert!(parse("sigil status --format json").is_ok());
+        assert!(parse("sigil operator frobnicate").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! A small HTTP client for the CLI.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Where and as whom the CLI talks to a node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// A non-2xx answer: the status and the server's `errors`.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl HttpError {
+    pub fn message(&self) -> String {
+        let errors: Vec<String> = self
+            .body
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if errors.is_empty() {
+            format!("server answered {}", self.status)
+        } else {
+            format!("{} (HTTP {})", errors.join("; "), self.status)
+        }
+    }
+}
+
+fn env_first(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+impl Client {
+    /// From flags and environment: `SIGIL_ADDR`/`VAULT_ADDR`,
+    /// `SIGIL_TOKEN`/`VAULT_TOKEN`, `SIGIL_CACERT`/`VAULT_CACERT`,
+    /// `SIGIL_SKIP_VERIFY`/`VAULT_SKIP_VERIFY`.
+    pub fn from_env(address: Option<&str>) -> Result<Self, String> {
+        let base = address
+            .map(str::to_owned)
+            .or_else(|| env_first(&["SIGIL_ADDR", "VAULT_ADDR"]))
+            .unwrap_or_else(|| "http://127.0.0.1:8200".into());
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "address {base:?} must start with http:// or https://"
+            ));
+        }
+        let token = env_first(&["SIGIL_TOKEN", "VAULT_TOKEN"]);
+        let ca = env_first(&["SIGIL_CACERT", "VAULT_CACERT"]).map(PathBuf::from);
+        let skip = env_first(&["SIGIL_SKIP_VERIFY", "VAULT_SKIP_VERIFY"])
+            .is_some_and(|v| v != "0" && v != "false");
+        if skip {
+            eprintln!("Warning: TLS certificate verification is disabled");
+        }
+        let tls = crate::tls::client_config(ca.as_deref(), skip)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { base, token, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; `Ok(None)` for 204. Non-2xx answers whose body is
+    /// still meaningful (health) come back as `Err(HttpError)` with the body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, CallError> {
+        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Request", "true");
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(format!("cannot reach {}: {e}", self.base)))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| {
+            CallError::Transport(format!("reading the answer from {}: {e}", self.base))
+        })?;
+        let value = if text.trim().is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|e| CallError::Transport(format!("invalid JSON from server: {e}")))?,
+            )
+        };
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(CallError::Http(HttpError {
+                status,
+                body: value.unwrap_or(Value::Null),
+            }))
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Option<Value>, CallError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Option<Value>, CallError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Option<Value>, CallError> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+#[derive(Debug)]
+pub enum CallError {
+    Transport(String),
+    Http(HttpError),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Transport(m) => f.write_str(m),
+            CallError::Http(h) => f.write_str(&h.message()),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The `sigil server` configuration file (TOML).
+//!
+//! ```toml
+//! node_id = "node-1"
+//! data_dir = "/var/lib/sigil"
+//! [listener]
+//! http_addr = "127.0.0.1:8200"
+//! grpc_addr = "127.0.0.1:8201"
+//! # tls_cert_file = "..."; tls_key_file = "..."
+//! [seal]
+//! type = "shamir"            # or "pkcs11"
+//! # [seal.pkcs11] module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "sigil", pin_env = "SIGIL_HSM_PIN", key_label = "sigil-root-wrap"
+//! ```
+//!
+//! Unknown keys are errors, so a typo cannot silently fall back to a default.
+//! Every error names the key and the problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    /// Shown in health and seal-status; generated at init when unset.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// Skip `mlockall` (for hosts without CAP_IPC_LOCK). Keys may then be
+    /// swapped to disk; use encrypted swap or none.
+    #[serde(default)]
+    pub disable_mlock: bool,
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    #[serde(default)]
+    pub seal: SealConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default = "default_http")]
+    pub http_addr: String,
+    #[serde(default = "default_grpc")]
+    pub grpc_addr: String,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Largest accepted request body, bytes (Vault's default: 32 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_request_size: usize,
+}
+
+fn default_http() -> String {
+    "127.0.0.1:8200".into()
+}
+fn default_grpc() -> String {
+    "127.0.0.1:8201".into()
+}
+fn default_max_body() -> usize {
+    32 << 20
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: default_http(),
+            grpc_addr: default_grpc(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_request_size: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealKind {
+    #[default]
+    Shamir,
+    Pkcs11,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    #[serde(rename = "type", default)]
+    pub kind: SealKind,
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Config>,
+    /// Seconds between auto-unseal attempts while the HSM is unavailable.
+    #[serde(default = "default_retry")]
+    pub auto_unseal_retry_secs: u64,
+}
+
+fn default_retry() -> u64 {
+    10
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            kind: SealKind::default(),
+            pkcs11: None,
+            auto_unseal_retry_secs: default_retry(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (shared library).
+    pub module: PathBuf,
+    pub token_label: String,
+    /// Name of the environment variable holding the user PIN. The PIN itself
+    /// never appears in the file.
+    #[serde(default = "default_pin_env")]
+    pub pin_env: String,
+    #[serde(default = "default_key_label")]
+    pub key_label: String,
+}
+
+fn default_pin_env() -> String {
+    "SIGIL_HSM_PIN".into()
+}
+fn default_key_label() -> String {
+    "sigil-root-wrap".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint (e.g. `http://127.0.0.1:4317`); spans are exported
+    /// when set.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `sigil_cell=debug`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub json: bool,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            json: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { reason, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            reason: e.message().to_owned() + &span_hint(text, e.span()),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.trim().is_empty() {
+            return Err(invalid("node_id", "must not be empty"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let http = parse_addr("listener.http_addr", &self.listener.http_addr)?;
+        let grpc = parse_addr("listener.grpc_addr", &self.listener.grpc_addr)?;
+        if http == grpc {
+            return Err(invalid(
+                "listener.grpc_addr",
+                "must differ from listener.http_addr",
+            ));
+        }
+        match (&self.listener.tls_cert_file, &self.listener.tls_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "listener.tls_key_file",
+                    "required with tls_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "listener.tls_cert_file",
+                    "required with tls_key_file",
+                ));
+            }
+            (None, None) => {
+                for (key, addr) in [("listener.http_addr", http), ("listener.grpc_addr", grpc)] {
+                    if !addr.ip().is_loopback() {
+                        return Err(invalid(
+                            key,
+                            format!(
+                                "{addr} is not a loopback address: set listener.tls_cert_file and listener.tls_key_file to serve it (plain text is allowed on loopback only)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            (Some(_), Some(_)) => {}
+        }
+        if self.listener.max_request_size == 0 {
+            return Err(invalid(
+                "listener.max_request_size",
+                "must be greater than 0",
+            ));
+        }
+        match (self.seal.kind, &self.seal.pkcs11) {
+            (SealKind::Pkcs11, None) => {
+                return Err(invalid(
+                    "seal.pkcs11",
+                    "required when seal.type = \"pkcs11\"",
+                ));
+            }
+            (SealKind::Pkcs11, Some(p)) => {
+                if p.token_label.is_empty() {
+                    return Err(invalid("seal.pkcs11.token_label", "must not be empty"));
+                }
+                if p.pin_env.is_empty() {
+                    return Err(invalid(
+                        "seal.pkcs11.pin_env",
+                        "must name an environment variable",
+                    ));
+                }
+                sigil_hsm::KeyLabel::new(&p.key_label)
+                    .map_err(|e| invalid("seal.pkcs11.key_label", e.to_string()))?;
+            }
+            (SealKind::Shamir, Some(_)) => {
+                return Err(invalid(
+                    "seal.pkcs11",
+                    "set only with seal.type = \"pkcs11\"",
+                ));
+            }
+            (SealKind::Shamir, None) => {}
+        }
+        if self.seal.auto_unseal_retry_secs == 0 {
+            return Err(invalid("seal.auto_unseal_retry_secs", "must be at least 1"));
+        }
+        if let Some(ep) = &self.telemetry.otlp_endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(invalid(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        // Validated in `validate`.
+        self.listener
+            .http_addr
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8200)))
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .grpc_addr
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8201)))
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.listener.tls_cert_file.is_some()
+    }
+}
+
+fn parse_addr(key: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|_| invalid(key, format!("{v:?} is not an address of the form IP:PORT")))
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "node_id = \"n1\"\ndata_dir = \"/tmp/x\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.listener.http_addr, "127.0.0.1:8200");
+        assert_eq!(c.seal.kind, SealKind::Shamir);
+        assert_eq!(c.listener.max_request_size, 32 << 20);
+        assert!(!c.disable_mlock);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("data_dir = \"/x\"\n", "node_id"),
+            ("node_id = \"\"\ndata_dir = \"/x\"\n", "node_id"),
+            (
+                &format!("{MINIMAL}[listener]\nhttp_addr = \"nope\"\n"),
+                "listener.http_addr",
+            ),
+            (
+                &format!("{MINIMAL}[listener]\nhttp_addr = \"0.0.0.0:8200\"\n"),
+                "listener.http_addr",
+            ),
+            (
+                &format!("{MINIMAL}[seal]\ntype = \"pkcs11\"\n"),
+                "seal.pkcs11",
+            ),
+            (&format!("{MINIMAL}[seal]\ntype = \"awskms\"\n"), "awskms"),
+            (&format!("{MINIMAL}typo_key = 1\n"), "typo_key"),
+            (
+                &format!("{MINIMAL}[listener]\ntls_cert_file = \"/c\"\n"),
+                "listener.tls_key_file",
+            ),
+            (
+                &format!("{MINIMAL}[telemetry]\notlp_endpoint = \"localhost:4317\"\n"),
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                &format!(
+                    "{MINIMAL}[seal]\ntype = \"pkcs11\"\n[seal.pkcs11]\nmodule = \"/m.so\"\ntoken_label = \"t\"\nkey_label = \"\"\n"
+                ),
+                "seal.pkcs11.key_label",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn tls_allows_non_loopback() {
+        let text = format!(
+            "{MINIMAL}[listener]\nhttp_addr = \"0.0.0.0:8200\"\ngrpc_addr = \"0.0.0.0:8201\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\n"
+        );
+        assert!(Config::parse(&text).expect("valid").tls_enabled());
+    }
+
+    #[test]
+    fn pkcs11_section_parses_with_defaults() {
+        let text = format!(
+            "{MINIMAL}[seal]\ntype = \"pkcs11\"\n[seal.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"sigil\"\n"
+        );
+        let c = Config::parse(&text).expect("valid");
+        let p = c.seal.pkcs11.expect("pkcs11");
+        assert_eq!(p.pin_env, "SIGIL_HSM_PIN");
+        assert_eq!(p.key_label, "sigil-root-wrap");
+    }
+}

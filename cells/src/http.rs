@@ -1,0 +1,689 @@
+//! The Vault-compatible HTTP front end (`/v1/sys/...`).
+//!
+//! A thin adapter: it parses requests into [`Node`] calls and renders their
+//! results in Vault's wire format (docs/architecture.md, "Front ends"):
+//! `Content-Type` exactly `application/json`, `{"errors": [...]}` on failure,
+//! 204 with an empty body when there is nothing to return, the standard
+//! envelope where Vault uses one and bare bodies where it does not.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sigil_hsm::SecretString;
+
+use crate::api_error::ApiError;
+use crate::node::{Caller, KeyStatus, Node};
+use crate::seal::{GenerateRootStatus, InitParams, RekeyStatus, SealStatus};
+use crate::shamir::Share;
+
+#[derive(Debug, Clone)]
+struct AppState {
+    node: Arc<Node>,
+    max_body: usize,
+}
+
+/// The router for a node; `max_body` bounds request bodies (413 beyond).
+pub fn router(node: Arc<Node>, max_body: usize) -> Router {
+    let state = AppState { node, max_body };
+    Router::new()
+        .route("/v1/sys/init", any(init))
+        .route("/v1/sys/unseal", any(unseal))
+        .route("/v1/sys/seal", any(seal))
+        .route("/v1/sys/seal-status", any(seal_status))
+        .route("/v1/sys/health", any(health))
+        .route("/v1/sys/leader", any(leader))
+        .route("/v1/sys/rekey/init", any(|s, r| rekey_init(s, r, false)))
+        .route(
+            "/v1/sys/rekey/update",
+            any(|s, r| rekey_update(s, r, false)),
+        )
+        .route(
+            "/v1/sys/rekey-recovery-key/init",
+            any(|s, r| rekey_init(s, r, true)),
+        )
+        .route(
+            "/v1/sys/rekey-recovery-key/update",
+            any(|s, r| rekey_update(s, r, true)),
+        )
+        .route("/v1/sys/generate-root/attempt", any(generate_root_attempt))
+        .route("/v1/sys/generate-root/update", any(generate_root_update))
+        .route("/v1/sys/rotate", any(rotate))
+        .route("/v1/sys/key-status", any(key_status))
+        .fallback(|| async { json_response(StatusCode::NOT_FOUND, &json!({ "errors": [] })) })
+        .layer(axum::middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// One span per request: method, path (never the query or headers), status.
+async fn trace_request(req: Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!(
+        "http_request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
+}
+
+// ---- request parsing --------------------------------------------------------
+
+/// The parts of a request every handler may need.
+struct Parsed {
+    method: Method,
+    caller: Caller,
+    body: Value,
+    query: HashMap<String, String>,
+}
+
+async fn parse(state: &AppState, req: Request) -> Result<Parsed, ApiError> {
+    let (parts, body) = req.into_parts();
+    let remote_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let method = if parts.method.as_str() == "LIST" {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
+    let bytes = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::InvalidRequest(format!("failed to parse JSON input: {e}")))?;
+        if !v.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "failed to parse JSON input: expected a JSON object".into(),
+            ));
+        }
+        v
+    };
+    Ok(Parsed {
+        method,
+        caller: Caller {
+            token: token_from(&parts.headers),
+            remote_addr,
+        },
+        body,
+        query,
+    })
+}
+
+/// `X-Vault-Token`, else `Authorization: Bearer`.
+fn token_from(headers: &HeaderMap) -> Option<SecretString> {
+    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() {
+            return Some(SecretString::from(v));
+        }
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .filter(|t| !t.is_empty())
+        .map(|t| SecretString::from(t.trim()))
+}
+
+fn is_write(m: &Method) -> bool {
+    m == Method::PUT || m == Method::POST
+}
+
+/// Deserialises the body into `T`, naming the bad field on error.
+fn body_as<T: for<'de> Deserialize<'de>>(body: &Value) -> Result<T, ApiError> {
+    serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid request body: {e}")))
+}
+
+// ---- responses ---------------------------------------------------------------
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    // hvac compares the header exactly; no charset suffix.
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn ok(body: Value) -> Response {
+    json_response(StatusCode::OK, &body)
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let errors: Vec<String> = match e {
+        ApiError::NotFound(_) => Vec::new(),
+        e => vec![e.to_string()],
+    };
+    json_response(status, &json!({ "errors": errors }))
+}
+
+fn unsupported() -> Response {
+    error_response(&ApiError::UnsupportedOperation)
+}
+
+/// The standard Vault envelope around `data`; `legacy_top_level` also copies
+/// the data keys to the top level, as Vault's older `sys/` endpoints do.
+fn envelope(data: Value, legacy_top_level: bool) -> Value {
+    let mut body = json!({
+        "request_id": uuid::Uuid::new_v4().to_string(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": null,
+        "mount_type": "system",
+    });
+    if legacy_top_level {
+        if let (Some(obj), Some(d)) = (body.as_object_mut(), data_obj(&data)) {
+            for (k, v) in d {
+                obj.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    body
+}
+
+fn data_obj(v: &Value) -> Option<&serde_json::Map<String, Value>> {
+    v.as_object()
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+fn shares_hex(shares: &[Share]) -> Vec<String> {
+    shares.iter().map(|s| hex::encode(s.expose())).collect()
+}
+
+fn shares_b64(shares: &[Share]) -> Vec<String> {
+    shares
+        .iter()
+        .map(|s| base64::engine::general_purpose::STANDARD.encode(s.expose()))
+        .collect()
+}
+
+pub(crate) fn seal_status_json(s: &SealStatus) -> Value {
+    let mut v = json!({
+        "type": s.seal_type.as_str(),
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "t": s.threshold,
+        "n": s.shares,
+        "progress": s.progress,
+        "nonce": s.nonce,
+        "version": crate::node::VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": s.recovery_seal,
+        "storage_type": "rocksdb",
+    });
+    if let (Some(c), Some(obj)) = (&s.cluster, v.as_object_mut()) {
+        obj.insert("cluster_name".into(), json!(c.cluster_name));
+        obj.insert("cluster_id".into(), json!(c.cluster_id));
+    }
+    v
+}
+
+fn rekey_json(s: &RekeyStatus) -> Value {
+    if s.complete {
+        return json!({
+            "complete": true,
+            "nonce": s.nonce,
+            "keys": shares_hex(&s.keys),
+            "keys_base64": shares_b64(&s.keys),
+            "pgp_fingerprints": null,
+            "backup": false,
+            "verification_required": false,
+        });
+    }
+    json!({
+        "started": s.started,
+        "nonce": s.nonce,
+        "t": s.threshold_out,
+        "n": s.shares_out,
+        "progress": s.progress,
+        "required": s.required,
+        "pgp_fingerprints": null,
+        "backup": false,
+        "verification_required": false,
+    })
+}
+
+fn generate_root_json(s: &GenerateRootStatus) -> Value {
+    json!({
+        "started": s.started,
+        "nonce": s.nonce,
+        "progress": s.progress,
+        "required": s.required,
+        "complete": s.complete,
+        "encoded_token": s.encoded_token,
+        "encoded_root_token": s.encoded_token,
+        "pgp_fingerprint": "",
+        "otp": s.otp.as_ref().map(|o| o.expose().to_owned()).unwrap_or_default(),
+        "otp_length": s.otp_length,
+    })
+}
+
+fn key_status_json(k: &KeyStatus) -> Value {
+    let install_time = time::OffsetDateTime::from_unix_timestamp(k.install_time_unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    json!({ "term": k.term, "install_time": install_time, "encryptions": k.encryptions })
+}
+
+// ---- handlers ----------------------------------------------------------------
+
+/// Clients send `null` for parameters they leave unset (hvac does), so every
+/// field is optional.
+#[derive(Deserialize)]
+struct InitBody {
+    #[serde(default)]
+    secret_shares: Option<u32>,
+    #[serde(default)]
+    secret_threshold: Option<u32>,
+    #[serde(default)]
+    recovery_shares: Option<u32>,
+    #[serde(default)]
+    recovery_threshold: Option<u32>,
+    #[serde(default)]
+    pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    recovery_pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    root_token_pgp_key: Option<String>,
+    #[serde(default)]
+    stored_shares: Option<u32>,
+}
+
+async fn init(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            match p.method {
+                Method::GET => Ok(ok(json!({ "initialized": st.node.init_status() }))),
+                m if is_write(&m) => {
+                    let b: InitBody = body_as(&p.body)?;
+                    if b.pgp_keys.is_some_and(|k| !k.is_empty())
+                        || b.recovery_pgp_keys.is_some_and(|k| !k.is_empty())
+                        || b.root_token_pgp_key.is_some_and(|k| !k.is_empty())
+                    {
+                        return Err(ApiError::InvalidRequest(
+                            "PGP-encrypted key shares are not supported".into(),
+                        ));
+                    }
+                    let _ = b.stored_shares;
+                    let out = st
+                        .node
+                        .init(InitParams {
+                            secret_shares: b.secret_shares.unwrap_or(0),
+                            secret_threshold: b.secret_threshold.unwrap_or(0),
+                            recovery_shares: b.recovery_shares.unwrap_or(0),
+                            recovery_threshold: b.recovery_threshold.unwrap_or(0),
+                            root_token: None,
+                        })
+                        .await?;
+                    Ok(ok(json!({
+                        "keys": shares_hex(&out.keys),
+                        "keys_base64": shares_b64(&out.keys),
+                        "recovery_keys": shares_hex(&out.recovery_keys),
+                        "recovery_keys_base64": shares_b64(&out.recovery_keys),
+                        "root_token": out.root_token.expose(),
+                    })))
+                }
+                _ => Ok(unsupported()),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct UnsealBody {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    reset: Option<bool>,
+    #[serde(default)]
+    migrate: Option<bool>,
+}
+
+async fn unseal(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Ok(unsupported());
+            }
+            let b: UnsealBody = body_as(&p.body)?;
+            if b.migrate == Some(true) {
+                return Err(ApiError::InvalidRequest(
+                    "seal migration is not supported".into(),
+                ));
+            }
+            let status = st
+                .node
+                .unseal(b.key.as_deref(), b.reset == Some(true))
+                .await?;
+            Ok(ok(seal_status_json(&status)))
+        }
+        .await,
+    )
+}
+
+async fn seal(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Ok(unsupported());
+            }
+            st.node.seal(&p.caller).await?;
+            Ok(no_content())
+        }
+        .await,
+    )
+}
+
+async fn seal_status(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if p.method != Method::GET {
+                return Ok(unsupported());
+            }
+            Ok(ok(seal_status_json(&st.node.seal_status())))
+        }
+        .await,
+    )
+}
+
+/// Status codes per Vault: 200 active, 429 standby, 473 performance standby,
+/// 501 uninitialised, 503 sealed, each overridable by query parameter.
+async fn health(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let head = req.method() == Method::HEAD;
+            let p = parse(&st, req).await?;
+            if p.method != Method::GET && !head {
+                return Ok(unsupported());
+            }
+            let h = st.node.health();
+            let flag = |name: &str| -> Result<bool, ApiError> {
+                match p.query.get(name).map(String::as_str) {
+                    None => Ok(false),
+                    Some("" | "true" | "1") => Ok(true),
+                    Some("false" | "0") => Ok(false),
+                    Some(v) => Err(ApiError::InvalidRequest(format!(
+                        "invalid value {v:?} for {name}: want true or false"
+                    ))),
+                }
+            };
+            let code = |name: &str, default: u16| -> Result<u16, ApiError> {
+                match p.query.get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|c| (100..=999).contains(c))
+                        .ok_or_else(|| {
+                            ApiError::InvalidRequest(format!(
+                                "invalid value {v:?} for {name}: want an HTTP status code"
+                            ))
+                        }),
+                }
+            };
+            let status = if !h.initialized {
+                code("uninitcode", 501)?
+            } else if h.sealed {
+                code("sealedcode", 503)?
+            } else if h.standby && !flag("standbyok")? {
+                code("standbycode", 429)?
+            } else if h.performance_standby && !flag("perfstandbyok")? {
+                code("performancestandbycode", 473)?
+            } else {
+                code("activecode", 200)?
+            };
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if head {
+                return Ok(status.into_response());
+            }
+            let (cluster_name, cluster_id) = h
+                .cluster
+                .map(|c| (c.cluster_name, c.cluster_id))
+                .unwrap_or_default();
+            Ok(json_response(
+                status,
+                &json!({
+                    "initialized": h.initialized,
+                    "sealed": h.sealed,
+                    "standby": h.standby,
+                    "performance_standby": h.performance_standby,
+                    "replication_performance_mode": "disabled",
+                    "replication_dr_mode": "disabled",
+                    "server_time_utc": h.server_time_utc,
+                    "version": h.version,
+                    "cluster_name": cluster_name,
+                    "cluster_id": cluster_id,
+                }),
+            ))
+        }
+        .await,
+    )
+}
+
+async fn leader(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if p.method != Method::GET {
+                return Ok(unsupported());
+            }
+            let l = st.node.leader()?;
+            Ok(ok(json!({
+                "ha_enabled": l.ha_enabled,
+                "is_self": l.is_self,
+                "active_time": "0001-01-01T00:00:00Z",
+                "leader_address": l.leader_address,
+                "leader_cluster_address": l.leader_cluster_address,
+                "performance_standby": false,
+                "performance_standby_last_remote_wal": 0,
+            })))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct RekeyInitBody {
+    #[serde(default)]
+    secret_shares: Option<u32>,
+    #[serde(default)]
+    secret_threshold: Option<u32>,
+    #[serde(default)]
+    pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    backup: Option<bool>,
+    #[serde(default)]
+    require_verification: Option<bool>,
+}
+
+async fn rekey_init(State(st): State<AppState>, req: Request, recovery: bool) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            match p.method {
+                Method::GET => Ok(ok(rekey_json(&st.node.rekey_status(recovery)))),
+                Method::DELETE => {
+                    st.node.rekey_cancel(recovery)?;
+                    Ok(no_content())
+                }
+                m if is_write(&m) => {
+                    let b: RekeyInitBody = body_as(&p.body)?;
+                    if b.pgp_keys.is_some_and(|k| !k.is_empty())
+                        || b.backup == Some(true)
+                        || b.require_verification == Some(true)
+                    {
+                        return Err(ApiError::InvalidRequest(
+                            "pgp_keys, backup and require_verification are not supported".into(),
+                        ));
+                    }
+                    let s = st
+                        .node
+                        .rekey_init(
+                            recovery,
+                            b.secret_shares.unwrap_or(0),
+                            b.secret_threshold.unwrap_or(0),
+                        )
+                        .await?;
+                    Ok(ok(rekey_json(&s)))
+                }
+                _ => Ok(unsupported()),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct KeyNonceBody {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+async fn rekey_update(State(st): State<AppState>, req: Request, recovery: bool) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Ok(unsupported());
+            }
+            let b: KeyNonceBody = body_as(&p.body)?;
+            let (key, nonce) = require_key_nonce(b)?;
+            let s = st.node.rekey_update(recovery, &nonce, &key).await?;
+            Ok(ok(rekey_json(&s)))
+        }
+        .await,
+    )
+}
+
+fn require_key_nonce(b: KeyNonceBody) -> Result<(String, String), ApiError> {
+    let key = b.key.filter(|k| !k.trim().is_empty());
+    let key = key.ok_or_else(|| ApiError::InvalidRequest("'key' must be specified".into()))?;
+    let nonce = b.nonce.filter(|n| !n.trim().is_empty());
+    let nonce =
+        nonce.ok_or_else(|| ApiError::InvalidRequest("'nonce' must be specified".into()))?;
+    Ok((key, nonce))
+}
+
+#[derive(Deserialize)]
+struct GenerateRootInitBody {
+    #[serde(default)]
+    otp: Option<String>,
+    #[serde(default)]
+    pgp_key: Option<String>,
+}
+
+async fn generate_root_attempt(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            match p.method {
+                Method::GET => Ok(ok(generate_root_json(&st.node.generate_root_status()))),
+                Method::DELETE => {
+                    st.node.generate_root_cancel()?;
+                    Ok(no_content())
+                }
+                m if is_write(&m) => {
+                    let b: GenerateRootInitBody = body_as(&p.body)?;
+                    if b.pgp_key.is_some_and(|k| !k.is_empty()) {
+                        return Err(ApiError::InvalidRequest(
+                            "pgp_key is not supported; use an otp".into(),
+                        ));
+                    }
+                    let s = st.node.generate_root_init(b.otp)?;
+                    Ok(ok(generate_root_json(&s)))
+                }
+                _ => Ok(unsupported()),
+            }
+        }
+        .await,
+    )
+}
+
+async fn generate_root_update(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Ok(unsupported());
+            }
+            let b: KeyNonceBody = body_as(&p.body)?;
+            let (key, nonce) = require_key_nonce(b)?;
+            let s = st.node.generate_root_update(&nonce, &key).await?;
+            Ok(ok(generate_root_json(&s)))
+        }
+        .await,
+    )
+}
+
+async fn rotate(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Ok(unsupported());
+            }
+            st.node.rotate(&p.caller).await?;
+            Ok(no_content())
+        }
+        .await,
+    )
+}
+
+async fn key_status(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if p.method != Method::GET {
+                return Ok(unsupported());
+            }
+            let k = st.node.key_status(&p.caller)?;
+            Ok(ok(envelope(key_status_json(&k), true)))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,33 @@
+//! A Sigil cell node.
+//!
+//! Bottom up (docs/architecture.md):
+//! [`storage`] (RocksDB or in-memory) → [`barrier`] (AES-256-GCM under a
+//! keyring) → [`seal`] (Shamir or PKCS#11, a pure [`seal::machine`] plus a
+//! shell) → [`node`] (the system API both front ends call) → [`http`]
+//! (Vault-compatible) and [`grpc`] (`sigil.v1`). [`server`] wires a node from
+//! a [`config`], and [`cli`] is the `sigil` binary.
+#![forbid(unsafe_code)]
+
+pub mod aead;
+pub mod api_error;
+pub mod barrier;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod node;
+pub mod process;
+pub mod seal;
+pub mod server;
+pub mod shamir;
+pub mod storage;
+pub mod telemetry;
+pub mod tls;
+pub mod token;
+
+pub use api_error::ApiError;
+
+#[cfg(test)]
+mod canary_tests;
+pub use node::Node;

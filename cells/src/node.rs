@@ -1,0 +1,295 @@
+//! A running node and its system API: the single request path that both the
+//! HTTP and the gRPC front ends call. Front ends parse their wire format into
+//! these calls and render the results; they hold no logic of their own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_hsm::SecretString;
+
+use crate::api_error::ApiError;
+use crate::seal::machine::RekeyTarget;
+use crate::seal::{
+    self, ClusterInfo, GenerateRootStatus, InitOutput, InitParams, RekeyStatus, SealManager,
+    SealStatus, SealType,
+};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Who is calling: the token (if any) and where from.
+#[derive(Debug, Default, Clone)]
+pub struct Caller {
+    pub token: Option<SecretString>,
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// `sys/health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub initialized: bool,
+    pub sealed: bool,
+    pub standby: bool,
+    pub performance_standby: bool,
+    pub server_time_utc: i64,
+    pub version: String,
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// `sys/leader`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub ha_enabled: bool,
+    pub is_self: bool,
+    pub leader_address: String,
+    pub leader_cluster_address: String,
+}
+
+/// `sys/key-status` and `sys/rotate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub term: u32,
+    pub install_time_unix: i64,
+    pub encryptions: u64,
+}
+
+/// One node of a cell.
+#[derive(Debug)]
+pub struct Node {
+    seal: Arc<SealManager>,
+    api_addr: String,
+}
+
+impl Node {
+    pub fn new(seal: SealManager, api_addr: String) -> Arc<Self> {
+        Arc::new(Self {
+            seal: Arc::new(seal),
+            api_addr,
+        })
+    }
+
+    pub fn seal_manager(&self) -> &Arc<SealManager> {
+        &self.seal
+    }
+
+    /// Keeps trying to unseal an HSM-sealed node until it succeeds, backing
+    /// off from `retry` to ten times it. A rejected PIN is not retried: many
+    /// HSMs lock the user after a few failed logins, so the node stays sealed
+    /// until an operator fixes the PIN and restarts it.
+    pub async fn auto_unseal_loop(self: Arc<Self>, retry: Duration) {
+        if self.seal.seal_type() != SealType::Pkcs11 {
+            return;
+        }
+        let mut delay = retry;
+        loop {
+            if self.seal.is_initialized() {
+                if !self.seal.is_sealed() {
+                    return;
+                }
+                let seal = self.seal.clone();
+                match tokio::task::spawn_blocking(move || seal.auto_unseal()).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(seal::SealError::Hsm(e @ sigil_hsm::HsmError::Login { .. }))) => {
+                        tracing::error!(error = %e, "hsm login failed; not retrying, to avoid locking the hsm user: fix the pin and restart the node");
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, retry_in = ?delay, "auto-unseal through the hsm failed; node stays sealed");
+                        delay = (delay * 2).min(retry * 10);
+                    }
+                    Err(e) => tracing::error!(error = %e, "auto-unseal task failed"),
+                }
+            }
+            // Uninitialised nodes wait here: init unseals an HSM node itself.
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    // ---- unauthenticated -------------------------------------------------
+
+    pub fn init_status(&self) -> bool {
+        self.seal.is_initialized()
+    }
+
+    pub async fn init(&self, params: InitParams) -> Result<InitOutput, ApiError> {
+        self.blocking(move |s| s.init(params)).await
+    }
+
+    pub fn seal_status(&self) -> SealStatus {
+        self.seal.status()
+    }
+
+    /// One share (hex or base64), or a reset when `reset` is set.
+    pub async fn unseal(&self, key: Option<&str>, reset: bool) -> Result<SealStatus, ApiError> {
+        if reset {
+            return Ok(self.seal.unseal_reset());
+        }
+        if !self.seal.is_initialized() {
+            return Err(seal::SealError::NotInitialized.into());
+        }
+        if self.seal.seal_type() == SealType::Pkcs11 && self.seal.is_sealed() {
+            return Err(seal::SealError::AutoUnsealOnly.into());
+        }
+        if !self.seal.is_sealed() {
+            return Ok(self.seal.status());
+        }
+        let key = key.filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "'key' must be specified in request body as JSON, or 'reset' set to true".into(),
+            )
+        })?;
+        let share = seal::decode_share(key)?;
+        self.blocking(move |s| s.unseal(share)).await
+    }
+
+    pub fn health(&self) -> Health {
+        let status = self.seal.status();
+        Health {
+            initialized: status.initialized,
+            sealed: status.sealed,
+            standby: false,
+            performance_standby: false,
+            server_time_utc: crate::clock::unix_now(),
+            version: VERSION.to_owned(),
+            cluster: status.cluster,
+        }
+    }
+
+    pub fn leader(&self) -> Result<Leader, ApiError> {
+        if !self.seal.is_initialized() || self.seal.is_sealed() {
+            return Err(ApiError::Sealed);
+        }
+        Ok(Leader {
+            ha_enabled: false,
+            is_self: true,
+            leader_address: self.api_addr.clone(),
+            leader_cluster_address: String::new(),
+        })
+    }
+
+    pub async fn rekey_init(
+        &self,
+        recovery: bool,
+        shares: u32,
+        threshold: u32,
+    ) -> Result<RekeyStatus, ApiError> {
+        let target = rekey_target(recovery);
+        self.blocking(move |s| s.rekey_init(target, shares, threshold))
+            .await
+    }
+
+    pub async fn rekey_update(
+        &self,
+        recovery: bool,
+        nonce: &str,
+        key: &str,
+    ) -> Result<RekeyStatus, ApiError> {
+        let share = seal::decode_share(key)?;
+        let nonce = nonce.to_owned();
+        let target = rekey_target(recovery);
+        self.blocking(move |s| s.rekey_update(target, &nonce, share))
+            .await
+    }
+
+    pub fn rekey_status(&self, recovery: bool) -> RekeyStatus {
+        self.seal.rekey_status(rekey_target(recovery))
+    }
+
+    pub fn rekey_cancel(&self, recovery: bool) -> Result<(), ApiError> {
+        Ok(self.seal.rekey_cancel(rekey_target(recovery))?)
+    }
+
+    pub fn generate_root_init(&self, otp: Option<String>) -> Result<GenerateRootStatus, ApiError> {
+        self.require_unsealed()?;
+        Ok(self.seal.generate_root_init(otp)?)
+    }
+
+    pub async fn generate_root_update(
+        &self,
+        nonce: &str,
+        key: &str,
+    ) -> Result<GenerateRootStatus, ApiError> {
+        let share = seal::decode_share(key)?;
+        let nonce = nonce.to_owned();
+        self.blocking(move |s| s.generate_root_update(&nonce, share))
+            .await
+    }
+
+    pub fn generate_root_status(&self) -> GenerateRootStatus {
+        self.seal.generate_root_status()
+    }
+
+    pub fn generate_root_cancel(&self) -> Result<(), ApiError> {
+        Ok(self.seal.generate_root_cancel()?)
+    }
+
+    // ---- root token required ---------------------------------------------
+
+    pub async fn seal(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.authorize_root(caller)?;
+        self.blocking(|s| s.seal()).await
+    }
+
+    pub async fn rotate(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
+        self.authorize_root(caller)?;
+        let st = self.blocking(|s| Ok(s.barrier().rotate()?)).await?;
+        Ok(KeyStatus {
+            term: st.term,
+            install_time_unix: st.install_time_unix,
+            encryptions: st.encryptions,
+        })
+    }
+
+    pub fn key_status(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
+        self.authorize_root(caller)?;
+        let st = self.seal.barrier().key_status()?;
+        Ok(KeyStatus {
+            term: st.term,
+            install_time_unix: st.install_time_unix,
+            encryptions: st.encryptions,
+        })
+    }
+
+    /// A sealed node answers 503 before looking at the token; then the token
+    /// must exist and carry the `root` policy.
+    fn authorize_root(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.require_unsealed()?;
+        let token = caller.token.as_ref().ok_or(ApiError::PermissionDenied)?;
+        match self.seal.tokens().lookup(token)? {
+            Some(entry) if entry.is_root() => Ok(()),
+            _ => Err(ApiError::PermissionDenied),
+        }
+    }
+
+    fn require_unsealed(&self) -> Result<(), ApiError> {
+        if !self.seal.is_initialized() {
+            return Err(ApiError::FailedPrecondition(
+                "Vault is not initialized".into(),
+            ));
+        }
+        if self.seal.is_sealed() {
+            return Err(ApiError::Sealed);
+        }
+        Ok(())
+    }
+
+    /// Runs a seal operation off the async runtime: HSM calls block.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SealManager) -> Result<T, seal::SealError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let seal = self.seal.clone();
+        tokio::task::spawn_blocking(move || f(&seal))
+            .await
+            .map_err(|e| ApiError::Internal(format!("seal task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+fn rekey_target(recovery: bool) -> RekeyTarget {
+    if recovery {
+        RekeyTarget::Recovery
+    } else {
+        RekeyTarget::Root
+    }
+}

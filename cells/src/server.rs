@@ -1,0 +1,306 @@
+//! Wires a node from its [`Config`] and serves both front ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sigil_hsm::{KeyLabel, KeyProvider, Pkcs11Config, Pkcs11KeyProvider, SecretString};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::barrier::{Barrier, BarrierConfig};
+use crate::config::{Config, SealKind};
+use crate::node::Node;
+use crate::seal::{InitOutput, InitParams, SealBackend, SealManager};
+use crate::storage::{RocksStorage, Storage};
+
+/// A serving node. Dropping it does not stop it; call [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    pub node: Arc<Node>,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub tls: bool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The HTTP API's base URL.
+    pub fn http_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, seals nothing (keys
+    /// are dropped with the process).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until the servers stop (after a shutdown signal).
+    pub async fn wait_for_signal(self) {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return self.shutdown().await;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+        self.shutdown().await;
+    }
+
+    /// Dev mode: initialise with one share and unseal, if uninitialised.
+    /// Returns the init output when it initialised.
+    pub async fn dev_bootstrap(
+        &self,
+        root_token: Option<String>,
+    ) -> anyhow::Result<Option<InitOutput>> {
+        if self.node.init_status() {
+            return Ok(None);
+        }
+        let out = self
+            .node
+            .init(InitParams {
+                secret_shares: 1,
+                secret_threshold: 1,
+                root_token: root_token.map(SecretString::new),
+                ..InitParams::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("dev init: {e}"))?;
+        let key = hex::encode(out.keys[0].expose());
+        self.node
+            .unseal(Some(&key), false)
+            .await
+            .map_err(|e| anyhow::anyhow!("dev unseal: {e}"))?;
+        Ok(Some(out))
+    }
+}
+
+/// How the seal backend reaches the HSM: opened lazily and re-opened after
+/// failures, reading the PIN from the environment each time.
+fn seal_backend(config: &Config) -> anyhow::Result<SealBackend> {
+    match (config.seal.kind, &config.seal.pkcs11) {
+        (SealKind::Shamir, _) => Ok(SealBackend::Shamir),
+        (SealKind::Pkcs11, None) => {
+            anyhow::bail!("config key `seal.pkcs11`: required when seal.type = \"pkcs11\"")
+        }
+        (SealKind::Pkcs11, Some(p)) => {
+            let key_label = KeyLabel::new(&p.key_label)
+                .map_err(|e| anyhow::anyhow!("config key `seal.pkcs11.key_label`: {e}"))?;
+            let p = p.clone();
+            let open = move || -> Result<Arc<dyn KeyProvider>, sigil_hsm::HsmError> {
+                let pin = std::env::var(&p.pin_env).map_err(|_| sigil_hsm::HsmError::Login {
+                    reason: format!(
+                        "environment variable {} (seal.pkcs11.pin_env) is not set",
+                        p.pin_env
+                    ),
+                })?;
+                let provider = Pkcs11KeyProvider::open(Pkcs11Config {
+                    module: p.module.clone(),
+                    token_label: p.token_label.clone(),
+                    pin: SecretString::new(pin),
+                })?;
+                Ok(Arc::new(provider))
+            };
+            Ok(SealBackend::Hsm {
+                open: Arc::new(open),
+                key_label,
+            })
+        }
+    }
+}
+
+/// Opens storage, loads the seal, binds both listeners and starts serving.
+/// An HSM-sealed node starts unsealing itself in the background.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    // tonic builds its TLS config from the process default provider.
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let storage: Arc<dyn Storage> = Arc::new(
+        RocksStorage::open(config.data_dir.join("state"))
+            .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?,
+    );
+    let barrier = Barrier::new(storage, BarrierConfig::default());
+    let backend = seal_backend(config)?;
+    let seal = SealManager::open(barrier, backend, config.cluster_name.clone())
+        .context("cannot load the seal")?;
+
+    let http_listener = TcpListener::bind(&config.listener.http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on listener.http_addr {}",
+                config.listener.http_addr
+            )
+        })?;
+    let grpc_listener = TcpListener::bind(&config.listener.grpc_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on listener.grpc_addr {}",
+                config.listener.grpc_addr
+            )
+        })?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let tls = config.tls_enabled();
+    let scheme = if tls { "https" } else { "http" };
+    let node = Node::new(seal, format!("{scheme}://{http_addr}"));
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let max_body = config.listener.max_request_size;
+    let router = crate::http::router(node.clone(), max_body);
+
+    let tls_config = match (
+        &config.listener.tls_cert_file,
+        &config.listener.tls_key_file,
+    ) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+
+    // HTTP
+    match tls_config.clone() {
+        None => {
+            let mut rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+                let served = axum::serve(http_listener, svc)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            }));
+        }
+        Some(tls) => {
+            tasks.push(tokio::spawn(serve_https(
+                http_listener,
+                router,
+                tls,
+                rx.clone(),
+            )));
+        }
+    }
+
+    // gRPC
+    {
+        let mut rx = rx.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let (Some(c), Some(k)) = (
+            &config.listener.tls_cert_file,
+            &config.listener.tls_key_file,
+        ) {
+            let cert = std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?;
+            let key = std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?;
+            builder = builder
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )
+                .context("grpc tls")?;
+        }
+        let svc = crate::grpc::SysService::new(node.clone()).into_server(max_body);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        tasks.push(tokio::spawn(async move {
+            let served = builder
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+        }));
+    }
+
+    // HSM auto-unseal
+    {
+        let node = node.clone();
+        let mut rx = rx.clone();
+        let retry = Duration::from_secs(config.seal.auto_unseal_retry_secs);
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = node.auto_unseal_loop(retry) => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls, node_id = %config.node_id, "sigil node listening");
+    Ok(Running {
+        node,
+        http_addr,
+        grpc_addr,
+        tls,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn serve_https(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut rx: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = rx.wait_for(|s| *s) => return,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "tls handshake failed");
+                    return;
+                }
+            };
+            let svc = tower::ServiceExt::map_request(
+                router,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            if let Err(e) =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await
+            {
+                tracing::debug!(peer = %peer, error = %e, "https connection ended with an error");
+            }
+        });
+    }
+}

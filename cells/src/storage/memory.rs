@@ -1,0 +1,79 @@
+//! In-memory [`Storage`] for tests and simulation (raft-rs `MemStorage`'s role).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+use super::{Batch, Op, Storage, StorageError};
+
+/// A `BTreeMap` behind a mutex. Not durable, by design.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StorageError> {
+        self.map
+            .lock()
+            .map_err(|_| StorageError::Io("memory storage lock poisoned".into()))
+    }
+
+    /// Every stored value, for tests that inspect what reached storage.
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock()?.get(key).cloned())
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let map = self.lock()?;
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        Ok(map
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut map = self.lock()?;
+        for (key, condition) in &batch.preconditions {
+            if !condition.holds(map.get(key).map(Vec::as_slice)) {
+                return Err(StorageError::PreconditionFailed {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            }
+        }
+        for op in batch.ops {
+            match op {
+                Op::Put { key, value } => {
+                    map.insert(key, value);
+                }
+                Op::Delete { key } => {
+                    map.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}

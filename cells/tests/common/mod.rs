@@ -1,0 +1,170 @@
+//! Helpers shared by the integration tests: in-process nodes and real
+//! `sigil server` processes on loopback ports chosen by the OS.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sigil_cell::config::Config;
+use sigil_cell::server::{self, Running};
+
+/// Config text for a node in `dir` on ephemeral loopback ports.
+pub fn config_text(dir: &Path, extra: &str) -> String {
+    format!(
+        "node_id = \"test\"\ndata_dir = {:?}\ndisable_mlock = true\n[listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n{extra}",
+        dir.display().to_string()
+    )
+}
+
+/// An in-process Shamir node, uninitialised.
+pub async fn start_node(dir: &Path) -> Running {
+    let config = Config::parse(&config_text(dir, "")).expect("config");
+    server::start(&config).await.expect("start")
+}
+
+/// A `sigil server` process. Killed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub http_url: String,
+    pub grpc_addr: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `sigil server --config` with `config`, extra environment, and
+    /// waits for its "listening" line.
+    pub fn start(config_path: &Path, envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
+        cmd.arg("server")
+            .arg("--config")
+            .arg(config_path)
+            .env("SIGIL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sigil server");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let err = child.stderr.take().expect("stderr");
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().expect("lock");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("sigil server listening: ") {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; stderr:\n{}",
+                    stderr.lock().expect("lock")
+                );
+            }
+        };
+        let mut http_url = String::new();
+        let mut grpc_addr = String::new();
+        for part in line.split_whitespace() {
+            if let Some(v) = part.strip_prefix("http=") {
+                http_url = v.to_owned();
+            } else if let Some(v) = part.strip_prefix("grpc=") {
+                grpc_addr = v.to_owned();
+            }
+        }
+        Self {
+            child,
+            http_url,
+            grpc_addr,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Stops the process (SIGKILL: nothing acknowledged may depend on a
+    /// graceful exit).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("sigil.toml");
+    std::fs::write(&path, config_text(&dir.join("data"), extra)).expect("write config");
+    path
+}
+
+/// `GET {base}/v1/{path}` over a plain loopback connection; the JSON body.
+/// (Blocking and dependency-free, for tests that drive processes.)
+pub fn get_json(base: &str, path: &str) -> serde_json::Value {
+    request(base, "GET", path, "").1
+}
+
+/// `PUT {base}/v1/{path}` with a JSON body; the status and JSON body.
+pub fn put_json(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    request(base, "PUT", path, body)
+}
+
+fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").expect("plain http base url");
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        s,
+        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}

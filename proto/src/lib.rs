@@ -1,0 +1,17 @@
+//! Sigil's wire definitions.
+//!
+//! This crate only owns the `.proto` files under `proto/` and the code that
+//! `tonic-prost-build` generates from them. Conversions between generated
+//! messages and domain types live in the crates that own those domain types,
+//! so domain code never handles generated structs directly.
+
+/// `sigil.v1`: the cell's regional gRPC API.
+pub mod v1 {
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        unreachable_pub
+    )]
+    tonic::include_proto!("sigil.v1");
+}
