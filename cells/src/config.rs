@@ -223,7 +223,7 @@ impl Config {
         }
         let http = parse_addr("listener.http_addr", &self.listener.http_addr)?;
         let grpc = parse_addr("listener.grpc_addr", &self.listener.grpc_addr)?;
-        if http == grpc {
+        if http == grpc && http.port() != 0 {
             return Err(invalid(
                 "listener.grpc_addr",
                 "must differ from listener.http_addr",
@@ -293,13 +293,13 @@ impl Config {
         if self.seal.auto_unseal_retry_secs == 0 {
             return Err(invalid("seal.auto_unseal_retry_secs", "must be at least 1"));
         }
-        if let Some(ep) = &self.telemetry.otlp_endpoint {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(invalid(
-                    "telemetry.otlp_endpoint",
-                    "must be an http:// or https:// URL",
-                ));
-            }
+        if let Some(ep) = &self.telemetry.otlp_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;

@@ -128,10 +128,10 @@ async fn parse(state: &AppState, req: Request) -> Result<Parsed, ApiError> {
 
 /// `X-Vault-Token`, else `Authorization: Bearer`.
 fn token_from(headers: &HeaderMap) -> Option<SecretString> {
-    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
-        if !v.is_empty() {
-            return Some(SecretString::from(v));
-        }
+    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+    {
+        return Some(SecretString::from(v));
     }
     headers
         .get(header::AUTHORIZATION)
@@ -201,18 +201,12 @@ fn envelope(data: Value, legacy_top_level: bool) -> Value {
         "auth": null,
         "mount_type": "system",
     });
-    if legacy_top_level {
-        if let (Some(obj), Some(d)) = (body.as_object_mut(), data_obj(&data)) {
-            for (k, v) in d {
-                obj.entry(k.clone()).or_insert_with(|| v.clone());
-            }
+    if legacy_top_level && let (Some(obj), Some(d)) = (body.as_object_mut(), data.as_object()) {
+        for (k, v) in d {
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
     body
-}
-
-fn data_obj(v: &Value) -> Option<&serde_json::Map<String, Value>> {
-    v.as_object()
 }
 
 fn respond(result: Result<Response, ApiError>) -> Response {

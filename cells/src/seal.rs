@@ -231,7 +231,7 @@ pub fn decode_share(text: &str) -> Result<Share, SealError> {
     if text.is_empty() {
         return Err(SealError::ShareEncoding);
     }
-    let bytes = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let bytes = if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(text).map_err(|_| SealError::ShareEncoding)?
     } else {
         base64::engine::general_purpose::STANDARD
@@ -370,14 +370,14 @@ impl SealManager {
                     .map_err(|e| SealError::Corrupt(format!("seal config: {e}")))?,
             ),
         };
-        if let Some(c) = &config {
-            if c.seal_type != backend.seal_type() {
-                return Err(SealError::InvalidParams(format!(
-                    "storage was initialised with a {} seal but the configuration says {}; seal migration is not supported",
-                    c.seal_type.as_str(),
-                    backend.seal_type().as_str()
-                )));
-            }
+        if let Some(c) = &config
+            && c.seal_type != backend.seal_type()
+        {
+            return Err(SealError::InvalidParams(format!(
+                "storage was initialised with a {} seal but the configuration says {}; seal migration is not supported",
+                c.seal_type.as_str(),
+                backend.seal_type().as_str()
+            )));
         }
         Ok(Self {
             tokens: TokenStore::new(barrier.clone()),

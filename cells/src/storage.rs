@@ -110,6 +110,9 @@ impl Batch {
     }
 }
 
+/// A key and its value, as scans return them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Storage failures. I/O errors are fatal for the node; a failed precondition
 /// is an ordinary, recoverable outcome.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +154,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Vec<Entry>, StorageError>;
 
     /// Applies `batch` atomically: either every precondition holds and every op
     /// is applied, or nothing changes and the first failed precondition is

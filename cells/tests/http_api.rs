@@ -428,9 +428,17 @@ async fn rekey_replaces_shares_and_generate_root_mints_a_working_token() {
     // Old shares no longer unseal; three new ones do.
     let root = init["root_token"].as_str().expect("token");
     api.call(Method::PUT, "sys/seal", Some(root), None).await;
-    for k in &keys[..2] {
-        api.put("sys/unseal", json!({"key": k})).await;
+    // The new threshold is 3: three old shares make a quorum that fails.
+    let mut last = (StatusCode::OK, Value::Null);
+    for k in &keys[..3] {
+        last = api.put("sys/unseal", json!({"key": k})).await;
     }
+    assert_eq!(
+        last.0,
+        StatusCode::BAD_REQUEST,
+        "old shares rejected: {}",
+        last.1
+    );
     assert_eq!(
         api.get("sys/seal-status").await.1["sealed"],
         true,

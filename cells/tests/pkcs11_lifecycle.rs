@@ -12,10 +12,6 @@ use std::time::Duration;
 use serde_json::Value;
 use sigil_hsm::softhsm::SoftHsm;
 
-#[path = "hvac_lifecycle.rs"]
-#[allow(dead_code)]
-mod hvac;
-
 fn pkcs11_section(hsm: &SoftHsm, module: &Path, key_label: &str) -> String {
     format!(
         "[seal]\ntype = \"pkcs11\"\nauto_unseal_retry_secs = 1\n[seal.pkcs11]\nmodule = {:?}\ntoken_label = {:?}\npin_env = \"SIGIL_TEST_HSM_PIN\"\nkey_label = {:?}\n",
@@ -52,7 +48,7 @@ fn hsm_seal_lifecycle_with_restart_and_token_removal() {
     // First start: hvac inits (recovery keys) and runs rotate, recovery
     // rekey and generate-root.
     let mut server = start(dir.path(), &hsm, &section, &pin);
-    let first = hvac::run_hvac(&["pkcs11", &server.http_url]);
+    let first = common::run_hvac(&["pkcs11", &server.http_url]);
     let token = first["root_token"].as_str().expect("token").to_owned();
     let recovery = first["recovery_keys"].to_string();
     server.kill();
@@ -67,7 +63,7 @@ fn hsm_seal_lifecycle_with_restart_and_token_removal() {
         "node did not unseal itself; log:\n{}",
         server.stderr()
     );
-    let again = hvac::run_hvac(&["pkcs11-restarted", &server.http_url, &token, &recovery]);
+    let again = common::run_hvac(&["pkcs11-restarted", &server.http_url, &token, &recovery]);
     assert_eq!(again["term"], first["term"], "keyring survived the restart");
     server.kill();
 

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{Batch, Op, Storage, StorageError};
+use super::{Batch, Entry, Op, Storage, StorageError};
 
 /// A `BTreeMap` behind a mutex. Not durable, by design.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    map: Mutex<Map>,
 }
 
 impl MemoryStorage {
@@ -17,14 +19,14 @@ impl MemoryStorage {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StorageError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Map>, StorageError> {
         self.map
             .lock()
             .map_err(|_| StorageError::Io("memory storage lock poisoned".into()))
     }
 
     /// Every stored value, for tests that inspect what reached storage.
-    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn dump(&self) -> Vec<Entry> {
         self.lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
@@ -41,7 +43,7 @@ impl Storage for MemoryStorage {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<Entry>, StorageError> {
         let map = self.lock()?;
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),

@@ -16,7 +16,7 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
-use super::{Batch, Op, Storage, StorageError};
+use super::{Batch, Entry, Op, Storage, StorageError};
 
 /// Column family holding the node's state (barrier entries, seal metadata).
 pub const STATE_CF: &str = "state";
@@ -84,7 +84,7 @@ impl Storage for RocksStorage {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<Entry>, StorageError> {
         let cf = self.cf()?;
         let from: &[u8] = match start_after {
             Some(after) if after >= prefix => after,

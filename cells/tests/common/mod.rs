@@ -168,3 +168,20 @@ fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, serde_json
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Runs the hvac script; fails with its output when it fails.
+pub fn run_hvac(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hvac/lifecycle.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 must be installed (the README's test command installs it and hvac)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "hvac script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("script's last line is JSON")
+}

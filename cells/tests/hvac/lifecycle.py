@@ -20,7 +20,22 @@ import hvac.exceptions
 
 
 def health_code(client, **kw):
-    return client.sys.read_health_status(method="GET", **kw).status_code
+    """The status code of GET sys/health. hvac's default JSON adapter hands
+    back the decoded body, so ask through its raw adapter for the response;
+    also check HEAD (no query) agrees when no override is given."""
+    raw = hvac.Client(url=client.url, adapter=hvac.adapters.RawAdapter)
+    resp = raw.sys.read_health_status(method="GET", **kw)
+    code = resp.status_code
+    assert resp.headers["Content-Type"] == "application/json", resp.headers
+    body = resp.json()
+    for field in ("initialized", "sealed", "standby", "performance_standby",
+                  "replication_performance_mode", "replication_dr_mode",
+                  "server_time_utc", "version", "cluster_name", "cluster_id"):
+        assert field in body, (field, body)
+    if not kw:
+        head = raw.sys.read_health_status(method="HEAD")
+        assert head.status_code == code and not head.text, (head.status_code, code)
+    return code
 
 
 def xor_decode(encoded, otp):
