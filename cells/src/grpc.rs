@@ -165,9 +165,11 @@ impl Sys for SysService {
         &self,
         req: Request<pb::RekeyStatusRequest>,
     ) -> Reply<pb::RekeyStatusResponse> {
-        reply(Ok(convert::rekey_status(
-            &self.node.rekey_status(req.into_inner().recovery),
-        )))
+        reply(
+            self.node
+                .rekey_status(req.into_inner().recovery)
+                .map(|s| convert::rekey_status(&s)),
+        )
     }
 
     #[tracing::instrument(name = "grpc.Sys/RekeyCancel", skip_all)]
@@ -214,9 +216,11 @@ impl Sys for SysService {
         &self,
         _: Request<pb::GenerateRootStatusRequest>,
     ) -> Reply<pb::GenerateRootStatusResponse> {
-        reply(Ok(convert::generate_root(
-            &self.node.generate_root_status(),
-        )))
+        reply(
+            self.node
+                .generate_root_status()
+                .map(|s| convert::generate_root(&s)),
+        )
     }
 
     #[tracing::instrument(name = "grpc.Sys/GenerateRootCancel", skip_all)]

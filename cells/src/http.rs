@@ -58,7 +58,7 @@ pub fn router(node: Arc<Node>, max_body: usize) -> Router {
         .route("/v1/sys/generate-root/update", any(generate_root_update))
         .route("/v1/sys/rotate", any(rotate))
         .route("/v1/sys/key-status", any(key_status))
-        .fallback(|| async { json_response(StatusCode::NOT_FOUND, &json!({ "errors": [] })) })
+        .fallback(unknown_path)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
 }
@@ -74,6 +74,16 @@ async fn trace_request(req: Request, next: axum::middleware::Next) -> Response {
     let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     span.record("status", response.status().as_u16());
     response
+}
+
+/// Unknown paths: 503 while sealed (as every path but init, unseal and the
+/// status endpoints), else 404 with an empty error list.
+async fn unknown_path(State(st): State<AppState>) -> Response {
+    if st.node.is_serving() {
+        json_response(StatusCode::NOT_FOUND, &json!({ "errors": [] }))
+    } else {
+        error_response(&ApiError::Sealed)
+    }
 }
 
 // ---- request parsing --------------------------------------------------------
@@ -538,7 +548,7 @@ async fn rekey_init(State(st): State<AppState>, req: Request, recovery: bool) ->
         async {
             let p = parse(&st, req).await?;
             match p.method {
-                Method::GET => Ok(ok(rekey_json(&st.node.rekey_status(recovery)))),
+                Method::GET => Ok(ok(rekey_json(&st.node.rekey_status(recovery)?))),
                 Method::DELETE => {
                     st.node.rekey_cancel(recovery)?;
                     Ok(no_content())
@@ -616,7 +626,7 @@ async fn generate_root_attempt(State(st): State<AppState>, req: Request) -> Resp
         async {
             let p = parse(&st, req).await?;
             match p.method {
-                Method::GET => Ok(ok(generate_root_json(&st.node.generate_root_status()))),
+                Method::GET => Ok(ok(generate_root_json(&st.node.generate_root_status()?))),
                 Method::DELETE => {
                     st.node.generate_root_cancel()?;
                     Ok(no_content())

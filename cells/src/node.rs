@@ -191,11 +191,13 @@ impl Node {
             .await
     }
 
-    pub fn rekey_status(&self, recovery: bool) -> RekeyStatus {
-        self.seal.rekey_status(rekey_target(recovery))
+    pub fn rekey_status(&self, recovery: bool) -> Result<RekeyStatus, ApiError> {
+        self.require_unsealed()?;
+        Ok(self.seal.rekey_status(rekey_target(recovery)))
     }
 
     pub fn rekey_cancel(&self, recovery: bool) -> Result<(), ApiError> {
+        self.require_unsealed()?;
         Ok(self.seal.rekey_cancel(rekey_target(recovery))?)
     }
 
@@ -215,12 +217,19 @@ impl Node {
             .await
     }
 
-    pub fn generate_root_status(&self) -> GenerateRootStatus {
-        self.seal.generate_root_status()
+    pub fn generate_root_status(&self) -> Result<GenerateRootStatus, ApiError> {
+        self.require_unsealed()?;
+        Ok(self.seal.generate_root_status())
     }
 
     pub fn generate_root_cancel(&self) -> Result<(), ApiError> {
+        self.require_unsealed()?;
         Ok(self.seal.generate_root_cancel()?)
+    }
+
+    /// Whether the node serves requests beyond init, unseal and status.
+    pub fn is_serving(&self) -> bool {
+        self.seal.is_initialized() && !self.seal.is_sealed()
     }
 
     // ---- root token required ---------------------------------------------

@@ -363,8 +363,53 @@ async fn privileged_calls_need_the_root_token() {
 }
 
 #[tokio::test]
+async fn sealed_nodes_answer_503_beyond_init_unseal_and_status() {
+    let (_dir, running, api) = setup().await;
+    let (_, init) = api
+        .put(
+            "sys/init",
+            json!({"secret_shares": 1, "secret_threshold": 1}),
+        )
+        .await;
+    let root = init["root_token"].as_str().expect("token").to_owned();
+    for (method, path) in [
+        (Method::GET, "sys/nope"),
+        (Method::GET, "sys/leader"),
+        (Method::GET, "sys/key-status"),
+        (Method::PUT, "sys/rotate"),
+        (Method::PUT, "sys/seal"),
+        (Method::GET, "sys/rekey/init"),
+        (Method::PUT, "sys/rekey/init"),
+        (Method::DELETE, "sys/rekey/init"),
+        (Method::PUT, "sys/rekey/update"),
+        (Method::GET, "sys/generate-root/attempt"),
+        (Method::PUT, "sys/generate-root/attempt"),
+        (Method::PUT, "sys/generate-root/update"),
+        (Method::GET, "secret/data/app"),
+    ] {
+        let body = (method == Method::PUT)
+            .then(|| json!({"secret_shares": 1, "secret_threshold": 1, "key": "00", "nonce": "n"}));
+        let (s, _, v) = api.call(method.clone(), path, Some(&root), body).await;
+        assert_eq!(s.as_u16(), 503, "{method} {path}: {v}");
+        assert_eq!(v, json!({"errors": ["Vault is sealed"]}), "{method} {path}");
+    }
+    for path in ["sys/seal-status", "sys/init"] {
+        assert_eq!(api.get(path).await.0, StatusCode::OK, "{path} while sealed");
+    }
+    assert_eq!(api.get("sys/health").await.0.as_u16(), 503);
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods() {
     let (_dir, running, api) = setup().await;
+    let (_, init) = api
+        .put(
+            "sys/init",
+            json!({"secret_shares": 1, "secret_threshold": 1}),
+        )
+        .await;
+    api.put("sys/unseal", json!({"key": init["keys"][0]})).await;
     let (s, v) = api.get("sys/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v, json!({"errors": []}));
