@@ -80,6 +80,16 @@ impl Node {
         if self.seal.seal_type() != SealType::Pkcs11 {
             return;
         }
+        if !self.seal.is_initialized() {
+            let seal = self.seal.clone();
+            match tokio::task::spawn_blocking(move || seal.probe_hsm()).await {
+                Ok(Ok(())) => tracing::info!("hsm reachable; waiting for init"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "hsm seal is not usable: init will fail until it is fixed")
+                }
+                Err(e) => tracing::error!(error = %e, "hsm probe task failed"),
+            }
+        }
         let mut delay = retry;
         loop {
             if self.seal.is_initialized() {

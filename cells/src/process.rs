@@ -23,7 +23,7 @@ pub fn harden(disable_mlock: bool) -> Result<(), String> {
         use nix::sys::mman::{MlockAllFlags, mlockall};
         mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
             format!(
-                "cannot lock memory (mlockall): {e}; grant CAP_IPC_LOCK and raise RLIMIT_MEMLOCK, or set disable_mlock = true if swap is encrypted or off"
+                "cannot lock memory (mlockall): {e}; grant CAP_IPC_LOCK and raise RLIMIT_MEMLOCK, or set disable_mlock = true (`sigil dev --disable-mlock`) if swap is encrypted or off"
             )
         })?;
     }

@@ -596,9 +596,7 @@ impl SealManager {
     /// Drops every key from memory.
     pub fn seal(&self) -> Result<(), SealError> {
         let mut m = self.lock();
-        if m.phase() == Phase::Uninitialized {
-            return Err(SealError::NotInitialized);
-        }
+        m.begin_seal()?;
         self.barrier.seal();
         m.sealed();
         tracing::info!("node sealed");
@@ -854,6 +852,19 @@ impl SealManager {
         };
         let blob = self.stored(blob_key)?;
         aead::open(&key, aad, &blob).map_err(|_| SealError::QuorumRejected)?;
+        Ok(())
+    }
+
+    /// Opens the HSM provider, so a misconfigured seal is reported at start
+    /// rather than at the first init.
+    pub fn probe_hsm(&self) -> Result<(), SealError> {
+        let SealBackend::Hsm { open, .. } = &self.backend else {
+            return Ok(());
+        };
+        let mut cached = self.provider.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.is_none() {
+            *cached = Some(open()?);
+        }
         Ok(())
     }
 

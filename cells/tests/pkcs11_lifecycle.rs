@@ -108,6 +108,16 @@ fn broken_hsm_settings_leave_the_node_sealed_and_storage_untouched() {
     ];
     for (section, pin_value, needle) in &cases {
         let server = start(dir.path(), &hsm, section, pin_value);
+        // Reported at start, before anyone tries init.
+        let logged = common::wait_for(Duration::from_secs(30), || {
+            let log = server.stderr();
+            log.contains("hsm seal is not usable").then_some(log)
+        });
+        let log = logged.unwrap_or_else(|| panic!("no startup error:\n{}", server.stderr()));
+        assert!(
+            log.contains(needle),
+            "startup error should mention {needle:?}: {log}"
+        );
         let (code, body) = common::put_json(
             &server.http_url,
             "sys/init",

@@ -264,6 +264,19 @@ impl SealMachine {
         self.unseal = None;
     }
 
+    /// A seal may proceed: refused while a quorum operation is executing, so
+    /// a rekey cannot commit new keys and then lose them to a concurrent
+    /// seal (the caller retries; the operation takes milliseconds).
+    pub fn begin_seal(&mut self) -> Result<(), SealError> {
+        if self.phase == Phase::Uninitialized {
+            return Err(SealError::NotInitialized);
+        }
+        if self.busy {
+            return Err(SealError::Busy);
+        }
+        Ok(())
+    }
+
     /// The node was sealed: every attempt in progress is abandoned.
     pub fn sealed(&mut self) {
         if self.phase == Phase::Unsealed {
@@ -715,6 +728,35 @@ mod tests {
         assert_eq!(m.phase(), Phase::Sealed);
         assert!(m.rekey_attempt().is_none());
         assert!(m.generate_root_attempt().is_none());
+    }
+
+    #[test]
+    fn seal_waits_for_an_executing_rekey() {
+        let mut m = SealMachine::new(Some(shamir(1, 1)), counter());
+        m.submit_unseal(Share::from_bytes(SecretBytes::new(vec![1; 32])))
+            .expect("unseal");
+        m.unseal_finished(true);
+        let nonce = m
+            .rekey_init(RekeyTarget::Root, 3, 2)
+            .expect("rekey")
+            .attempt
+            .nonce
+            .clone();
+        let step = m
+            .rekey_update(
+                RekeyTarget::Root,
+                &nonce,
+                Share::from_bytes(SecretBytes::new(vec![1; 32])),
+            )
+            .expect("quorum");
+        assert!(matches!(step, Step::Execute(Command::Rekey { .. })));
+        assert_eq!(m.begin_seal(), Err(SealError::Busy));
+        m.rekey_finished(Some(shamir(3, 2)));
+        m.begin_seal().expect("seal once the rekey is done");
+        m.sealed();
+        assert_eq!(m.phase(), Phase::Sealed);
+        let mut fresh = SealMachine::new(None, counter());
+        assert_eq!(fresh.begin_seal(), Err(SealError::NotInitialized));
     }
 
     #[test]
