@@ -225,18 +225,23 @@ impl From<ShamirError> for SealError {
 }
 
 /// How a key share is written by clients: hex (Vault's `keys`) or base64
-/// (`keys_base64`). Parsed at the edge into bytes.
+/// (`keys_base64`). Parsed at the edge into bytes. As in Vault, hex wins only
+/// when it yields a share-sized value (32 or 33 bytes), since some base64
+/// strings are also valid hex.
 pub fn decode_share(text: &str) -> Result<Share, SealError> {
+    use base64::engine::general_purpose::STANDARD;
     let text = text.trim();
     if text.is_empty() {
         return Err(SealError::ShareEncoding);
     }
-    let bytes = if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        hex::decode(text).map_err(|_| SealError::ShareEncoding)?
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| SealError::ShareEncoding)?
+    let from_hex = hex::decode(text).ok();
+    let bytes = match from_hex {
+        Some(b) if b.len() == KEY_LEN || b.len() == KEY_LEN + 1 => b,
+        from_hex => match STANDARD.decode(text) {
+            Ok(b) => b,
+            // Wrong-length hex is still hex: report the length, not the encoding.
+            Err(_) => from_hex.ok_or(SealError::ShareEncoding)?,
+        },
     };
     Ok(Share::from_bytes(SecretBytes::new(bytes)))
 }
@@ -967,4 +972,63 @@ pub fn decode_with_otp(encoded: &str, otp: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(bytes.iter().zip(otp.bytes()).map(|(a, b)| a ^ b).collect()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any client string either decodes or is a clean `ShareEncoding`
+        /// error; never a panic.
+        #[test]
+        fn decode_share_never_panics(text in ".{0,200}") {
+            match decode_share(&text) {
+                Ok(share) => prop_assert!(!share.expose().is_empty()),
+                Err(e) => prop_assert!(matches!(e, SealError::ShareEncoding)),
+            }
+        }
+
+        /// Hex and base64 forms of the same share decode to the same bytes.
+        #[test]
+        fn hex_and_base64_agree(bytes in proptest::collection::vec(any::<u8>(), KEY_LEN..=KEY_LEN + 1)) {
+            let hex_form = decode_share(&hex::encode(&bytes)).expect("hex");
+            let b64_form = decode_share(&base64::engine::general_purpose::STANDARD.encode(&bytes)).expect("base64");
+            prop_assert_eq!(hex_form.expose(), bytes.as_slice());
+            prop_assert_eq!(b64_form.expose(), bytes.as_slice());
+        }
+    }
+
+    #[test]
+    fn base64_that_is_also_hex_decodes_as_base64() {
+        // 33 bytes whose base64 form uses only hex digits.
+        let b64 = "1234".repeat(11);
+        assert_eq!(decode_share(&b64).expect("decodes").expose().len(), 33);
+        let short_hex = decode_share("abcd").expect("short hex is still decoded");
+        assert_eq!(
+            short_hex.expose().len(),
+            3,
+            "\"abcd\" is valid base64 (3 bytes)"
+        );
+        assert!(
+            matches!(decode_share("abc"), Err(SealError::ShareEncoding)),
+            "neither hex nor padded base64"
+        );
+        let hex33 = "ab".repeat(33);
+        assert_eq!(decode_share(&hex33).expect("hex").expose(), &[0xab; 33][..]);
+    }
+
+    #[test]
+    fn otp_encoding_round_trips() {
+        let token = SecretString::from("hvs.abcdefghijklmnopqrstuvwx");
+        let otp = SecretString::from("0123456789ABCDEFGHIJKLMNOPQR");
+        let encoded = encode_with_otp(&token, &otp);
+        assert_eq!(
+            decode_with_otp(&encoded, otp.expose()).as_deref(),
+            Some(token.expose())
+        );
+        assert_eq!(decode_with_otp(&encoded, "short"), None);
+        assert_eq!(decode_with_otp("!!!", otp.expose()), None);
+    }
 }
