@@ -54,12 +54,7 @@ fn operator_commands_drive_a_server() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let init: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let keys: Vec<String> = init["keys_base64"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("s").to_owned())
-        .collect();
+    let keys = common::strings(&init, "keys_base64");
     let root = init["root_token"].as_str().expect("root").to_owned();
     assert_eq!(keys.len(), 3);
 

@@ -169,18 +169,8 @@ async fn unseal_rejects_bad_shares_without_losing_progress() {
             json!({"secret_shares": 5, "secret_threshold": 3}),
         )
         .await;
-    let keys: Vec<String> = init["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("str").to_owned())
-        .collect();
-    let b64: Vec<String> = init["keys_base64"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("str").to_owned())
-        .collect();
+    let keys = common::strings(&init, "keys");
+    let b64 = common::strings(&init, "keys_base64");
 
     let (s, v) = api.put("sys/unseal", json!({"key": keys[0]})).await;
     assert_eq!(s, StatusCode::OK);
@@ -220,12 +210,7 @@ async fn unseal_rejects_bad_shares_without_losing_progress() {
             json!({"secret_shares": 5, "secret_threshold": 3}),
         )
         .await;
-    let foreign: Vec<String> = other_init["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("s").to_owned())
-        .collect();
+    let foreign = common::strings(&other_init, "keys");
     api.put("sys/unseal", json!({"key": foreign[0]})).await;
     api.put("sys/unseal", json!({"key": foreign[1]})).await;
     let (s, v) = api.put("sys/unseal", json!({"key": foreign[2]})).await;

@@ -68,12 +68,7 @@ fn requests_are_exported_as_spans_without_secrets() {
         r#"{"secret_shares":3,"secret_threshold":2}"#,
     );
     assert_eq!(code, 200);
-    let keys: Vec<String> = init["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k.as_str().expect("s").to_owned())
-        .collect();
+    let keys = common::strings(&init, "keys");
     let root = init["root_token"].as_str().expect("root").to_owned();
     for k in &keys[..2] {
         common::put_json(

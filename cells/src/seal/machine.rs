@@ -483,6 +483,15 @@ mod tests {
         Share::from_bytes(SecretBytes::new(v))
     }
 
+    /// A machine for a single-share Shamir seal, already unsealed.
+    fn unsealed() -> SealMachine {
+        let mut m = SealMachine::new(Some(shamir(1, 1)), counter());
+        m.submit_unseal(Share::from_bytes(SecretBytes::new(vec![1; 32])))
+            .expect("unseal");
+        m.unseal_finished(true);
+        m
+    }
+
     #[test]
     fn uninitialised_refuses_unseal_and_allows_one_init() {
         let mut m = SealMachine::new(None, counter());
@@ -718,10 +727,7 @@ mod tests {
 
     #[test]
     fn sealing_abandons_attempts() {
-        let mut m = SealMachine::new(Some(shamir(1, 1)), counter());
-        m.submit_unseal(Share::from_bytes(SecretBytes::new(vec![1; 32])))
-            .expect("unseal");
-        m.unseal_finished(true);
+        let mut m = unsealed();
         m.rekey_init(RekeyTarget::Root, 3, 2).expect("rekey");
         m.generate_root_init("otp".into()).expect("gen root");
         m.sealed();
@@ -732,10 +738,7 @@ mod tests {
 
     #[test]
     fn seal_waits_for_an_executing_rekey() {
-        let mut m = SealMachine::new(Some(shamir(1, 1)), counter());
-        m.submit_unseal(Share::from_bytes(SecretBytes::new(vec![1; 32])))
-            .expect("unseal");
-        m.unseal_finished(true);
+        let mut m = unsealed();
         let nonce = m
             .rekey_init(RekeyTarget::Root, 3, 2)
             .expect("rekey")
@@ -761,10 +764,7 @@ mod tests {
 
     #[test]
     fn generate_root_cancel_and_restart() {
-        let mut m = SealMachine::new(Some(shamir(1, 1)), counter());
-        m.submit_unseal(Share::from_bytes(SecretBytes::new(vec![1; 32])))
-            .expect("unseal");
-        m.unseal_finished(true);
+        let mut m = unsealed();
         m.generate_root_init("a".into()).expect("init");
         assert!(matches!(
             m.generate_root_init("b".into()),

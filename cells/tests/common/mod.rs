@@ -185,3 +185,13 @@ pub fn run_hvac(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("script's last line is JSON")
 }
+
+/// The strings of the JSON array at `v[key]` (e.g. the `keys` of an init answer).
+pub fn strings(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is an array in {v}"))
+        .iter()
+        .map(|k| k.as_str().expect("string").to_owned())
+        .collect()
+}
