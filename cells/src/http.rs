@@ -327,8 +327,6 @@ struct InitBody {
     recovery_pgp_keys: Option<Vec<String>>,
     #[serde(default)]
     root_token_pgp_key: Option<String>,
-    #[serde(default)]
-    stored_shares: Option<u32>,
 }
 
 async fn init(State(st): State<AppState>, req: Request) -> Response {
@@ -347,7 +345,6 @@ async fn init(State(st): State<AppState>, req: Request) -> Response {
                             "PGP-encrypted key shares are not supported".into(),
                         ));
                     }
-                    let _ = b.stored_shares;
                     let out = st
                         .node
                         .init(InitParams {

@@ -684,7 +684,7 @@ impl SealManager {
                 match outcome {
                     Ok((config, new_keys)) => {
                         m.rekey_finished(Some(config));
-                        tracing::info!(target = ?target, "rekey complete");
+                        tracing::info!(rekey_target = ?target, "rekey complete");
                         Ok(RekeyStatus {
                             complete: true,
                             nonce: nonce.to_owned(),

@@ -41,7 +41,10 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<TelemetryGua
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // Colour only for a person at a terminal, never into log files.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed()
     };
