@@ -161,15 +161,6 @@ impl Barrier {
         *guard = None;
     }
 
-    /// Checks `root_key` against the stored keyring without unsealing.
-    pub fn verify_root_key(&self, root_key: &SecretBytes) -> Result<(), BarrierError> {
-        let blob = self
-            .storage
-            .get(KEYRING_KEY)?
-            .ok_or_else(|| BarrierError::Corrupt("keyring missing".into()))?;
-        Keyring::open(root_key, &blob).map(|_| ())
-    }
-
     /// A copy of the root key, for tests that look for it on disk.
     #[cfg(test)]
     pub(crate) fn root_key(&self) -> Result<SecretBytes, BarrierError> {
@@ -350,14 +341,6 @@ impl BarrierBatch {
 
     pub fn delete(mut self, key: &str) -> Self {
         self.batch = self.batch.delete(storage_key(key));
-        self
-    }
-
-    /// Requires `key` to be absent when the batch commits.
-    pub fn require_absent(mut self, key: &str) -> Self {
-        self.batch = self
-            .batch
-            .require(storage_key(key), crate::storage::Precondition::Absent);
         self
     }
 

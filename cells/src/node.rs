@@ -68,10 +68,6 @@ impl Node {
         })
     }
 
-    pub fn seal_manager(&self) -> &Arc<SealManager> {
-        &self.seal
-    }
-
     /// Keeps trying to unseal an HSM-sealed node until it succeeds, backing
     /// off from `retry` to ten times it. A rejected PIN is not retried: many
     /// HSMs lock the user after a few failed logins, so the node stays sealed

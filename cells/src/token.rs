@@ -104,16 +104,6 @@ impl TokenStore {
         Ok(token)
     }
 
-    /// Stores a caller-chosen root token (dev mode `--root-token`).
-    pub fn create_root_with(
-        &self,
-        token: &SecretString,
-        now_unix: i64,
-    ) -> Result<(), BarrierError> {
-        let batch = self.root_token_batch(self.barrier.batch(), token, now_unix, false)?;
-        self.barrier.commit(batch)
-    }
-
     /// The entry for `token`, if it exists.
     pub fn lookup(&self, token: &SecretString) -> Result<Option<TokenEntry>, BarrierError> {
         let salt = self.salt()?;

@@ -76,10 +76,6 @@ impl Client {
         Ok(Self { base, token, http })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends a request; `Ok(None)` for 204. Non-2xx answers whose body is
     /// still meaningful (health) come back as `Err(HttpError)` with the body.
     pub async fn call(
