@@ -9,6 +9,7 @@ use std::time::Duration;
 use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
+pub use crate::barrier::KeyStatus;
 use crate::seal::machine::RekeyTarget;
 use crate::seal::{
     self, ClusterInfo, GenerateRootStatus, InitOutput, InitParams, RekeyStatus, SealManager,
@@ -43,14 +44,6 @@ pub struct Leader {
     pub is_self: bool,
     pub leader_address: String,
     pub leader_cluster_address: String,
-}
-
-/// `sys/key-status` and `sys/rotate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyStatus {
-    pub term: u32,
-    pub install_time_unix: i64,
-    pub encryptions: u64,
 }
 
 /// One node of a cell.
@@ -247,22 +240,12 @@ impl Node {
 
     pub async fn rotate(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
         self.authorize_root(caller)?;
-        let st = self.blocking(|s| Ok(s.barrier().rotate()?)).await?;
-        Ok(KeyStatus {
-            term: st.term,
-            install_time_unix: st.install_time_unix,
-            encryptions: st.encryptions,
-        })
+        self.blocking(|s| Ok(s.barrier().rotate()?)).await
     }
 
     pub fn key_status(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
         self.authorize_root(caller)?;
-        let st = self.seal.barrier().key_status()?;
-        Ok(KeyStatus {
-            term: st.term,
-            install_time_unix: st.install_time_unix,
-            encryptions: st.encryptions,
-        })
+        Ok(self.seal.barrier().key_status()?)
     }
 
     /// A sealed node answers 503 before looking at the token; then the token

@@ -429,16 +429,20 @@ impl SealManager {
         let (threshold, shares) =
             config.map_or((0, 0), |c| (c.quorum_threshold(), c.quorum_shares()));
         let attempt = m.unseal_attempt();
+        let progress = attempt.map_or(0, |a| a.progress());
+        let nonce = attempt.map(|a| a.nonce.clone()).unwrap_or_default();
+        let (initialized, sealed) = (config.is_some(), m.phase() != Phase::Unsealed);
+        drop(m);
         SealStatus {
             seal_type: self.seal_type(),
-            initialized: config.is_some(),
-            sealed: m.phase() != Phase::Unsealed,
+            initialized,
+            sealed,
             threshold,
             shares,
-            progress: attempt.map_or(0, |a| a.progress()),
-            nonce: attempt.map(|a| a.nonce.clone()).unwrap_or_default(),
+            progress,
+            nonce,
             recovery_seal: self.seal_type() == SealType::Pkcs11,
-            cluster: drop_then(m, || self.cluster()),
+            cluster: self.cluster(),
         }
     }
 
@@ -863,31 +867,31 @@ impl SealManager {
     /// Opens the HSM provider, so a misconfigured seal is reported at start
     /// rather than at the first init.
     pub fn probe_hsm(&self) -> Result<(), SealError> {
+        match &self.backend {
+            SealBackend::Shamir => Ok(()),
+            SealBackend::Hsm { .. } => self.provider().map(drop),
+        }
+    }
+
+    /// The HSM provider, opened on first use and kept.
+    fn provider(&self) -> Result<Arc<dyn KeyProvider>, SealError> {
         let SealBackend::Hsm { open, .. } = &self.backend else {
-            return Ok(());
+            return Err(SealError::NotAutoUnseal);
         };
         let mut cached = self.provider.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.is_none() {
-            *cached = Some(open()?);
+        if let Some(p) = &*cached {
+            return Ok(p.clone());
         }
-        Ok(())
+        let p = open()?;
+        *cached = Some(p.clone());
+        Ok(p)
     }
 
     fn hsm_key(&self, create: bool) -> Result<(Arc<dyn KeyProvider>, KeyId), SealError> {
-        let SealBackend::Hsm { open, key_label } = &self.backend else {
+        let SealBackend::Hsm { key_label, .. } = &self.backend else {
             return Err(SealError::NotAutoUnseal);
         };
-        let provider = {
-            let mut cached = self.provider.lock().unwrap_or_else(|p| p.into_inner());
-            match &*cached {
-                Some(p) => p.clone(),
-                None => {
-                    let p = open()?;
-                    *cached = Some(p.clone());
-                    p
-                }
-            }
-        };
+        let provider = self.provider()?;
         let key = match provider.find_key(key_label, KeyKind::Aes256)? {
             Some(k) => k,
             None if create => {
@@ -912,11 +916,6 @@ impl SealManager {
     fn lock(&self) -> MutexGuard<'_, SealMachine> {
         self.machine.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn drop_then<T>(guard: MutexGuard<'_, SealMachine>, f: impl FnOnce() -> T) -> T {
-    drop(guard);
-    f()
 }
 
 fn split_key(key: &SecretBytes, params: SplitParams) -> Result<Vec<Share>, SealError> {
