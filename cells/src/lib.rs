@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod logical;
 pub mod node;
 pub mod process;
 pub mod seal;

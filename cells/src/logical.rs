@@ -1,0 +1,303 @@
+//! The request and response every front end speaks to the pipeline
+//! (docs/architecture.md, "Request pipeline").
+//!
+//! The HTTP and gRPC front ends parse their wire formats into one
+//! [`Request`], the pipeline answers with one [`Response`], and each front end
+//! renders it. Nothing past the front ends sees HTTP or protobuf types.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sigil_hsm::SecretString;
+
+use crate::api_error::ApiError;
+
+/// Request data and response data: a JSON object.
+pub type Data = Map<String, Value>;
+
+/// What a request does. `Create` and `Update` are both writes; the pipeline
+/// tells them apart by asking the engine whether the target exists, as
+/// Vault's ACL model requires (a `create`-only policy may not overwrite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    Read,
+    List,
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+impl Operation {
+    /// The name Vault uses in audit records and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::List => "list",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Patch => "patch",
+            Operation::Delete => "delete",
+        }
+    }
+
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Operation::Create | Operation::Update | Operation::Patch | Operation::Delete
+        )
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How fresh a read must be (docs/architecture.md, "Read consistency").
+/// A single node always serves its own latest state; cells use this to choose
+/// between a local read, a read-index round and waiting for an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Bounded staleness: whatever this node has applied.
+    #[default]
+    Default,
+    /// Linearizable: confirm leadership (read-index) before reading.
+    Linearizable,
+    /// Read-your-writes: wait until this node has applied `index`.
+    AfterIndex(u64),
+}
+
+/// One request, as both front ends build it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Unique per request; echoed as `request_id` and in audit records.
+    pub id: String,
+    pub operation: Operation,
+    /// Checked by [`check_path`]: no leading slash, no empty, `.` or `..`
+    /// segments, no control characters.
+    pub path: String,
+    /// Body for writes; query parameters for reads and lists.
+    pub data: Data,
+    pub token: Option<SecretString>,
+    pub client_addr: Option<SocketAddr>,
+    /// `X-Vault-Wrap-TTL` / `x-sigil-wrap-ttl`.
+    pub wrap_ttl: Option<Duration>,
+    pub consistency: Consistency,
+    /// Media type of the body, for operations that require one (PATCH wants
+    /// `application/merge-patch+json`).
+    pub content_type: Option<String>,
+}
+
+impl Request {
+    pub fn new(operation: Operation, path: impl Into<String>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation,
+            path: path.into(),
+            data: Data::new(),
+            token: None,
+            client_addr: None,
+            wrap_ttl: None,
+            consistency: Consistency::Default,
+            content_type: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Data) -> Self {
+        self.data = data;
+        self
+    }
+
+    pub fn with_token(mut self, token: Option<SecretString>) -> Self {
+        self.token = token;
+        self
+    }
+}
+
+/// The `auth` block of a response: a token was issued or looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub client_token: SecretString,
+    pub accessor: String,
+    pub policies: Vec<String>,
+    pub token_policies: Vec<String>,
+    pub identity_policies: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub lease_duration: u64,
+    pub renewable: bool,
+    pub entity_id: String,
+    pub token_type: String,
+    pub orphan: bool,
+    pub num_uses: u64,
+}
+
+/// A lease attached to a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub lease_id: String,
+    pub ttl: u64,
+    pub renewable: bool,
+}
+
+/// What a wrapped response returns instead of its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrapInfo {
+    pub token: SecretString,
+    pub accessor: String,
+    pub ttl: u64,
+    pub creation_time: String,
+    pub creation_path: String,
+    pub wrapped_accessor: String,
+}
+
+/// Whether the response reports success or an absent thing that still has a
+/// body (a soft-deleted KV version is a 404 that carries its metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    #[default]
+    Ok,
+    NotFound,
+}
+
+/// A body the front end sends as is (Prometheus text, for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBody {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// One response, rendered by each front end in its own format. `data: None`
+/// with nothing else set is "nothing to return" (HTTP 204).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Response {
+    pub data: Option<Data>,
+    pub auth: Option<Auth>,
+    pub lease: Option<Lease>,
+    pub warnings: Vec<String>,
+    pub wrap_info: Option<WrapInfo>,
+    pub outcome: Outcome,
+    /// Older `sys/` endpoints also copy `data` to the top level of the body.
+    pub legacy_top_level: bool,
+    /// Set by the pipeline from the mount that served the request.
+    pub mount_type: String,
+    pub raw: Option<RawBody>,
+}
+
+impl Response {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn data(data: Data) -> Self {
+        Self {
+            data: Some(data),
+            ..Self::default()
+        }
+    }
+
+    /// A 404 that still carries `data`.
+    pub fn not_found_with(data: Data) -> Self {
+        Self {
+            data: Some(data),
+            outcome: Outcome::NotFound,
+            ..Self::default()
+        }
+    }
+
+    pub fn legacy(mut self) -> Self {
+        self.legacy_top_level = true;
+        self
+    }
+
+    pub fn with_warning(mut self, w: impl Into<String>) -> Self {
+        self.warnings.push(w.into());
+        self
+    }
+
+    /// Nothing to return: HTTP answers 204.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_none()
+            && self.auth.is_none()
+            && self.lease.is_none()
+            && self.wrap_info.is_none()
+            && self.warnings.is_empty()
+            && self.raw.is_none()
+    }
+}
+
+/// Longest request path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Most segments a request path may have.
+pub const MAX_PATH_SEGMENTS: usize = 256;
+
+/// Checks a request path (already percent-decoded, without `/v1/`): it may
+/// end in `/` (a directory, for lists) but has no empty, `.` or `..`
+/// segments, no control characters and no backslashes, so no engine ever
+/// sees a path that could name something outside its own view.
+pub fn check_path(path: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| Err(ApiError::InvalidRequest(format!("invalid request path: {why}")));
+    if path.is_empty() {
+        return bad("empty");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return bad("too long");
+    }
+    if path.chars().any(|c| c.is_control() || c == '\\') {
+        return bad("control character or backslash");
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut segments = 0usize;
+    for seg in trimmed.split('/') {
+        segments += 1;
+        if segments > MAX_PATH_SEGMENTS {
+            return bad("too many segments");
+        }
+        match seg {
+            "" => return bad("empty segment"),
+            "." | ".." => return bad("relative segment"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_escape_a_view_are_rejected() {
+        for ok in ["secret/data/a", "secret/metadata/", "sys/mounts", "a/b.c/d..e"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        let long = "a/".repeat(MAX_PATH_SEGMENTS + 1);
+        for bad in [
+            "",
+            "/secret/a",
+            "secret//a",
+            "secret/../sys",
+            "secret/./a",
+            "..",
+            "secret/a\0b",
+            "secret\\..\\a",
+            "secret/a\n",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(check_path(bad), Err(ApiError::InvalidRequest(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_response_is_only_the_default() {
+        assert!(Response::empty().is_empty());
+        assert!(!Response::data(Data::new()).is_empty());
+        assert!(!Response::empty().with_warning("w").is_empty());
+    }
+}
