@@ -85,6 +85,7 @@ struct Unsealed {
 pub struct Barrier {
     storage: Arc<dyn Storage>,
     state: Arc<RwLock<Option<Arc<Unsealed>>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
     config: BarrierConfig,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
@@ -112,6 +113,7 @@ impl Barrier {
         Self {
             storage,
             state: Arc::new(RwLock::new(None)),
+            generation: Arc::default(),
             config,
             clock,
         }
@@ -263,6 +265,62 @@ impl Barrier {
         Ok(out)
     }
 
+    /// One level of the tree under `prefix`, as Vault lists: leaf keys, and
+    /// each sub-directory once with a trailing `/`, in order. A directory's
+    /// contents are skipped with one seek rather than read, so listing a
+    /// directory costs its direct children, not all its descendants.
+    pub fn list_dir(&self, prefix: &str) -> Result<Vec<String>, BarrierError> {
+        self.unsealed()?;
+        let sprefix = storage_key(prefix);
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.storage.scan_prefix(&sprefix, after.as_deref(), 1)?;
+            let Some((key, _)) = page.into_iter().next() else {
+                break;
+            };
+            let rel = &key[sprefix.len()..];
+            match rel.iter().position(|b| *b == b'/') {
+                Some(slash) => {
+                    let dir = &rel[..=slash];
+                    out.push(String::from_utf8_lossy(dir).into_owned());
+                    // Keys are UTF-8, which never contains 0xFF: this skips
+                    // every key below `dir` in one step.
+                    let mut skip = key[..sprefix.len() + slash + 1].to_vec();
+                    skip.push(0xFF);
+                    after = Some(skip);
+                }
+                None => {
+                    out.push(String::from_utf8_lossy(rel).into_owned());
+                    after = Some(key);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every entry under `prefix`, in batches of 1024.
+    pub fn delete_prefix(&self, prefix: &str) -> Result<usize, BarrierError> {
+        self.unsealed()?;
+        let sprefix = storage_key(prefix);
+        let mut deleted = 0;
+        loop {
+            let page = self.storage.scan_prefix(&sprefix, None, 1024)?;
+            if page.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += page.len();
+            let batch = page.into_iter().fold(Batch::new(), |b, (k, _)| b.delete(k));
+            self.storage.apply(batch)?;
+        }
+    }
+
+    /// Counts unseals: state derived from barrier contents (mount tables,
+    /// caches) is rebuilt when this changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Starts an atomic, encrypted batch.
     pub fn batch(&self) -> BarrierBatch {
         BarrierBatch {
@@ -314,6 +372,8 @@ impl Barrier {
     fn install(&self, u: Unsealed) {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
         *guard = Some(Arc::new(u));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn read_state(&self) -> Option<Arc<Unsealed>> {
@@ -540,5 +600,28 @@ mod tests {
             barrier.put(k, b"v").expect("put");
         }
         assert_eq!(barrier.list("sys/").expect("list"), ["a", "b", "c/d"]);
+    }
+
+    #[test]
+    fn list_dir_returns_one_level_and_delete_prefix_removes_a_subtree() {
+        let (barrier, _, _) = unsealed(BarrierConfig::default());
+        for k in ["m/a", "m/b/x", "m/b/y/z", "m/b0", "m/c", "m/d/e", "n/a"] {
+            barrier.put(k, b"v").expect("put");
+        }
+        assert_eq!(
+            barrier.list_dir("m/").expect("list"),
+            ["a", "b/", "b0", "c", "d/"]
+        );
+        assert_eq!(barrier.list_dir("m/b/").expect("list"), ["x", "y/"]);
+        assert!(barrier.list_dir("q/").expect("list").is_empty());
+        assert_eq!(barrier.delete_prefix("m/b/").expect("delete"), 2);
+        assert_eq!(
+            barrier.list_dir("m/").expect("list"),
+            ["a", "b0", "c", "d/"]
+        );
+        assert_eq!(
+            barrier.get("n/a").expect("get").map(|v| v.to_vec()),
+            Some(b"v".to_vec())
+        );
     }
 }

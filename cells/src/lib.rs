@@ -14,9 +14,11 @@ pub mod barrier;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod grpc;
 pub mod http;
 pub mod logical;
+pub mod mounts;
 pub mod node;
 pub mod process;
 pub mod seal;
@@ -26,6 +28,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod view;
 
 pub use api_error::ApiError;
 

@@ -1,0 +1,98 @@
+//! The interface between the pipeline and a secrets engine.
+//!
+//! An engine is mounted at one or more paths; each mount gives it a private
+//! [`BarrierView`] and its own [`MountEntry`] (options such as the KV
+//! version, TTL defaults). The pipeline has already authenticated the caller,
+//! checked policy and audited the request when [`Engine::handle`] runs, so an
+//! engine only does its own job on its own view.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use futures::future::BoxFuture;
+use time::OffsetDateTime;
+
+use crate::api_error::ApiError;
+use crate::logical::{Request, Response};
+use crate::mounts::MountEntry;
+use crate::view::BarrierView;
+
+/// Who is calling, as far as an engine needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerInfo {
+    /// Stable, non-secret identifier of the calling token.
+    pub accessor: String,
+    /// Keyed hash of the calling token: the key of its cubbyhole.
+    pub token_hash: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+}
+
+/// Everything an engine gets with a request.
+#[derive(Debug, Clone)]
+pub struct EngineCtx<'a> {
+    /// The mount's private storage.
+    pub view: BarrierView,
+    pub mount: &'a MountEntry,
+    /// The request path relative to the mount (no leading `/`; may be empty
+    /// or end in `/`).
+    pub path: &'a str,
+    pub caller: Option<&'a CallerInfo>,
+    pub now: OffsetDateTime,
+}
+
+pub trait Engine: Send + Sync + Debug {
+    /// The mount `type` this engine serves (`kv`, `cubbyhole`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Checks and normalises mount options when the engine is mounted or
+    /// tuned (KV fills in `version`); unknown or invalid options are 400.
+    fn check_options(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        if let Some(k) = options.keys().next() {
+            return Err(ApiError::InvalidRequest(format!(
+                "{} mounts take no option {k:?}",
+                self.kind()
+            )));
+        }
+        Ok(BTreeMap::new())
+    }
+
+    /// For a write, whether its target already exists, which makes the
+    /// request an `update` rather than a `create` for policy purposes.
+    /// `None`: the engine does not tell them apart, and every write is an
+    /// `update` (as in Vault without an existence check).
+    fn exists(&self, ctx: &EngineCtx<'_>, req: &Request) -> Result<Option<bool>, ApiError> {
+        let _ = (ctx, req);
+        Ok(None)
+    }
+
+    /// Serves one request.
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        req: &'a Request,
+    ) -> BoxFuture<'a, Result<Response, ApiError>>;
+
+    /// Runs after the mount's options change through tune (KV upgrades v1
+    /// data to v2 here). The default does nothing.
+    fn options_changed<'a>(
+        &'a self,
+        view: &'a BarrierView,
+        old: &'a BTreeMap<String, String>,
+        new: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        let _ = (view, old, new);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The answer for a path an engine has no handler for.
+pub fn unsupported_path(mount: &MountEntry, path: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no handler for route \"{}{path}\". route entry not found.",
+        mount.route_prefix()
+    ))
+}
