@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http;
 pub mod logical;
 pub mod node;
+pub mod policy;
 pub mod process;
 pub mod seal;
 pub mod server;

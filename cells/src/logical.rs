@@ -239,7 +239,11 @@ pub const MAX_PATH_SEGMENTS: usize = 256;
 /// segments, no control characters and no backslashes, so no engine ever
 /// sees a path that could name something outside its own view.
 pub fn check_path(path: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| Err(ApiError::InvalidRequest(format!("invalid request path: {why}")));
+    let bad = |why: &str| {
+        Err(ApiError::InvalidRequest(format!(
+            "invalid request path: {why}"
+        )))
+    };
     if path.is_empty() {
         return bad("empty");
     }
@@ -271,7 +275,12 @@ mod tests {
 
     #[test]
     fn paths_that_could_escape_a_view_are_rejected() {
-        for ok in ["secret/data/a", "secret/metadata/", "sys/mounts", "a/b.c/d..e"] {
+        for ok in [
+            "secret/data/a",
+            "secret/metadata/",
+            "sys/mounts",
+            "a/b.c/d..e",
+        ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
         let long = "a/".repeat(MAX_PATH_SEGMENTS + 1);
