@@ -327,7 +327,224 @@ fn go_duration(s: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::policy::Policy;
+
+    fn parse(text: &str) -> Vec<PathRule> {
+        Policy::parse("t", text).expect("parses").rules
+    }
+
+    fn error(text: &str) -> String {
+        Policy::parse("t", text).expect_err("fails").to_string()
+    }
+
+    const HCL: &str = r#"
+# Application secrets.
+path "secret/data/app/*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list",]
+  allowed_parameters = {
+    "*" = []
+    "Owner" = ["team-*", 7, true]
+  }
+  denied_parameters {
+    "admin" = []
+  }
+  required_parameters = ["owner"]
+  min_wrapping_ttl = "1m"
+  max_wrapping_ttl = 3600
+}
+
+// Legacy shorthand, a leading slash, and `=` before the block.
+path "/sys/mounts" = {
+  policy = "sudo"
+  comment = "mount management"
+}
+
+/* The same pattern again: merged. */
+path "secret/data/app/*" {
+  capabilities = ["sudo"]
+  required_parameters = ["team"]
+}
+
+path "secret/+/locked" { capabilities = ["deny"], max_wrapping_ttl = 5 }
+"#;
+
+    #[test]
+    fn hcl_constructs() {
+        let rules = parse(HCL);
+        assert_eq!(rules.len(), 3);
+        let app = &rules[0];
+        assert_eq!(app.pattern.as_str(), "secret/data/app/*");
+        assert_eq!(
+            app.capabilities.names().collect::<Vec<_>>(),
+            [
+                "create", "delete", "list", "patch", "read", "sudo", "update"
+            ]
+        );
+        assert_eq!(app.parameters.allowed["*"], Vec::<Json>::new());
+        assert_eq!(
+            app.parameters.allowed["owner"],
+            vec![json!("team-*"), json!(7), json!(true)]
+        );
+        assert_eq!(app.parameters.denied["admin"], Vec::<Json>::new());
+        assert_eq!(app.parameters.required, ["owner", "team"]);
+        assert_eq!(app.min_wrapping_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(app.max_wrapping_ttl, Some(Duration::from_secs(3600)));
+
+        assert_eq!(rules[1].pattern.as_str(), "sys/mounts");
+        assert_eq!(
+            rules[1].capabilities.names().collect::<Vec<_>>(),
+            ["create", "delete", "list", "read", "sudo", "update"]
+        );
+        // A deny block keeps nothing else, and is not read further.
+        assert_eq!(
+            rules[2],
+            PathRule::deny(PathPattern::parse("secret/+/locked").expect("pattern"))
+        );
+    }
+
+    #[test]
+    fn json_form_gives_the_same_rules() {
+        let json = r#"{
+          "path": {
+            "secret/data/app/*": {
+              "capabilities": ["create", "read", "update", "patch", "delete", "list"],
+              "allowed_parameters": {"*": [], "Owner": ["team-*", 7, true]},
+              "denied_parameters": {"admin": []},
+              "required_parameters": ["owner"],
+              "min_wrapping_ttl": "1m",
+              "max_wrapping_ttl": 3600
+            },
+            "/sys/mounts": {"policy": "sudo", "comment": "mount management"}
+          },
+          "name": "ignored"
+        }"#;
+        let extra = r#"{"path": [
+            {"secret/data/app/*": {"capabilities": ["sudo"], "required_parameters": ["team"]}},
+            {"secret/+/locked": {"capabilities": ["deny"]}}
+        ]}"#;
+        let mut rules = parse(json);
+        for r in parse(extra) {
+            match rules.iter_mut().find(|x| x.pattern == r.pattern) {
+                Some(x) => x.merge(&r),
+                None => rules.push(r),
+            }
+        }
+        assert_eq!(rules, parse(HCL));
+    }
+
+    #[test]
+    fn legacy_policy_values() {
+        let caps = |p: &str| {
+            parse(&format!("path \"a\" {{ policy = \"{p}\" }}"))[0]
+                .capabilities
+                .names()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(caps("deny"), ["deny"]);
+        assert_eq!(caps("read"), ["list", "read"]);
+        assert_eq!(
+            caps("write"),
+            ["create", "delete", "list", "read", "update"]
+        );
+        assert_eq!(
+            caps("sudo"),
+            ["create", "delete", "list", "read", "sudo", "update"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        assert_eq!(
+            error("path \"a\" {\n  # c\n  capabilities [\"read\"]\n}"),
+            "failed to parse policy: line 3, column 16: expected '=' or '{' after key \"capabilities\", found '['"
+        );
+        assert_eq!(
+            error("\n\n  paths \"a\" {}"),
+            "failed to parse policy: line 3, column 3: unknown key \"paths\""
+        );
+        assert_eq!(
+            error("{\"path\": {\"a\": {\"capabilities\": [\"read\"]}}"),
+            "failed to parse policy: line 1, column 43: unexpected end of input, expected '}'"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_path_block() {
+        assert_eq!(
+            error("path \"a\" {\n  capabilities = [\"read\", \"reed\"]\n}"),
+            "failed to parse policy: path \"a\" (line 2, column 27): invalid capability \"reed\""
+        );
+        assert_eq!(
+            error("path \"a\" { capabilities = [\"root\"] }"),
+            "failed to parse policy: path \"a\" (line 1, column 28): invalid capability \"root\""
+        );
+        assert_eq!(
+            error("path \"secret/*/x\" {}"),
+            "failed to parse policy: path \"secret/*/x\" (line 1, column 6): '*' is only allowed as the last character"
+        );
+        assert_eq!(
+            error("path \"a\" {\n  max_wrapping_ttl = \"banana\"\n}"),
+            "failed to parse policy: path \"a\" (line 2, column 22): max_wrapping_ttl: invalid duration \"banana\""
+        );
+        assert_eq!(
+            error("path \"a\" {\n  capabilities = []\n  frobnicate = 1\n}"),
+            "failed to parse policy: path \"a\" (line 3, column 3): unknown key \"frobnicate\""
+        );
+        assert_eq!(
+            error("path \"a\" { policy = \"admin\" }"),
+            "failed to parse policy: path \"a\" (line 1, column 21): invalid policy \"admin\""
+        );
+        for (text, needle) in [
+            ("path \"a\" { capabilities = \"read\" }", "expected a list"),
+            (
+                "path \"a\" { capabilities = [] capabilities = [] }",
+                "duplicate key",
+            ),
+            (
+                "path \"a\" { min_wrapping_ttl = 60 max_wrapping_ttl = 30 }",
+                "cannot be less",
+            ),
+            ("path \"a\" { min_wrapping_ttl = -1 }", "invalid duration"),
+            (
+                "path \"a\" { allowed_parameters = { \"a*\" = [] } }",
+                "cannot contain wildcards",
+            ),
+            (
+                "path \"a\" { allowed_parameters = { \"/a\" = [] } }",
+                "JSON pointer",
+            ),
+            (
+                "path \"a\" { allowed_parameters = { \"a\" = [[1]] } }",
+                "strings, numbers or booleans",
+            ),
+            (
+                "path \"a\" { required_parameters = [\"*\"] }",
+                "wildcard is not permitted",
+            ),
+            ("path \"a\" { control_group = {} }", "Vault Enterprise"),
+            ("path \"a+*\" {}", "'+*' is forbidden"),
+            ("path \"a*b\" {}", "'*' is only allowed"),
+            ("path \"a/+*\" {}", "'+*' is forbidden"),
+            ("path \"a\" \"b\" {}", "one label"),
+            ("path \"a\" = \"x\"", "expected a block"),
+            ("path = \"x\"", "must map patterns to blocks"),
+            ("name = 1", "must be a string"),
+        ] {
+            let e = error(text);
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_and_comment_only_policies_have_no_rules() {
+        assert!(parse("").is_empty());
+        assert!(parse("# nothing\n// here\n/* at all */").is_empty());
+        assert!(parse("{}").is_empty());
+        assert!(parse("path \"a\" {}")[0].capabilities.is_empty());
+    }
 
     #[test]
     fn durations() {

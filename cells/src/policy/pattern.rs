@@ -71,7 +71,8 @@ impl PathPattern {
             }
             offset += seg.len() + 1;
         }
-        if glob && (body == "+" || body.ends_with("/+")) {
+        // Vault forbids `+*` anywhere, `a+*` included.
+        if glob && body.ends_with('+') {
             return Err(PatternError::PlusGlob);
         }
         let first_wildcard = first_plus.unwrap_or(body.len());
@@ -199,6 +200,7 @@ mod tests {
         assert_eq!(PathPattern::parse("a/**"), Err(PatternError::InnerGlob));
         assert_eq!(PathPattern::parse("a/+*"), Err(PatternError::PlusGlob));
         assert_eq!(PathPattern::parse("+*"), Err(PatternError::PlusGlob));
+        assert_eq!(PathPattern::parse("a+*"), Err(PatternError::PlusGlob));
         assert_eq!(PathPattern::parse("a\nb"), Err(PatternError::Control));
         assert_eq!(
             PathPattern::parse("id/{{identity.entity.id}}"),

@@ -147,8 +147,7 @@ fn policies() -> impl Strategy<Value = Vec<Arc<Policy>>> {
 }
 
 fn data() -> impl Strategy<Value = Data> {
-    prop::collection::btree_map("[a-z*]{1,3}", scalar(), 0..3)
-        .prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("[a-z*]{1,3}", scalar(), 0..3).prop_map(|m| m.into_iter().collect())
 }
 
 fn wrap() -> impl Strategy<Value = Option<Duration>> {
