@@ -20,6 +20,7 @@ pub mod http;
 pub mod logical;
 pub mod mounts;
 pub mod node;
+pub mod policy;
 pub mod process;
 pub mod seal;
 pub mod server;
