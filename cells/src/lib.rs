@@ -10,6 +10,7 @@
 
 pub mod aead;
 pub mod api_error;
+pub mod audit;
 pub mod barrier;
 pub mod cli;
 pub mod clock;
