@@ -558,7 +558,8 @@ mod tests {
 
     #[test]
     fn bad_options_are_named() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             ("file", &[], "file_path"),
             ("file", &[("file_path", "/x"), ("colour", "red")], "colour"),
             ("file", &[("file_path", "/x"), ("mode", "0999")], "mode"),

@@ -4,6 +4,8 @@
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::watch;
+
 use super::device::Sink;
 
 /// How the next writes behave.
@@ -12,20 +14,25 @@ pub enum MemoryMode {
     #[default]
     Accept,
     Fail,
-    /// Never completes, like a device stuck in a write.
+    /// Does not complete until the mode changes, like a device stuck in a
+    /// write.
     Hang,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    lines: Vec<Vec<u8>>,
-    mode: MemoryMode,
+/// A sink that keeps every line; clones share the lines and the mode.
+#[derive(Debug, Clone)]
+pub struct MemorySink {
+    lines: Arc<Mutex<Vec<Vec<u8>>>>,
+    mode: Arc<watch::Sender<MemoryMode>>,
 }
 
-/// A sink that keeps every line; clones share the lines.
-#[derive(Debug, Clone, Default)]
-pub struct MemorySink {
-    shared: Arc<Mutex<Shared>>,
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self {
+            lines: Arc::default(),
+            mode: Arc::new(watch::Sender::new(MemoryMode::Accept)),
+        }
+    }
 }
 
 impl MemorySink {
@@ -35,36 +42,40 @@ impl MemorySink {
 
     /// The lines written so far, newlines included.
     pub fn lines(&self) -> Vec<Vec<u8>> {
-        self.lock().lines.clone()
+        self.lock().clone()
     }
 
     /// All lines as one buffer, as a file would hold them.
     pub fn contents(&self) -> Vec<u8> {
-        self.lock().lines.concat()
+        self.lock().concat()
     }
 
     pub fn set_mode(&self, mode: MemoryMode) {
-        self.lock().mode = mode;
+        self.mode.send_replace(mode);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Sink for MemorySink {
     async fn write_line(&mut self, line: Vec<u8>) -> io::Result<()> {
-        let mode = {
-            let mut shared = self.lock();
-            if shared.mode == MemoryMode::Accept {
-                shared.lines.push(line);
+        let mut mode = self.mode.subscribe();
+        loop {
+            let now = *mode.borrow_and_update();
+            match now {
+                MemoryMode::Accept => {
+                    self.lock().push(line);
+                    return Ok(());
+                }
+                MemoryMode::Fail => return Err(io::Error::other("memory sink set to fail")),
+                MemoryMode::Hang => {
+                    if mode.changed().await.is_err() {
+                        return Err(io::Error::other("memory sink dropped"));
+                    }
+                }
             }
-            shared.mode
-        };
-        match mode {
-            MemoryMode::Accept => Ok(()),
-            MemoryMode::Fail => Err(io::Error::other("memory sink set to fail")),
-            MemoryMode::Hang => std::future::pending().await,
         }
     }
 

@@ -313,14 +313,14 @@ fn follow(
                 ),
             ));
         }
-        if next_seq == Some(prev_seq.saturating_add(1)) {
+        // After a deletion seq keeps rising; after a move it falls back.
+        if let Some(q) = next_seq.filter(|q| *q < p.seq) {
             return Err(at(
                 n,
                 BreakKind::Reordered,
                 format!(
-                    "records out of order: line {n} has seq {} before seq {} on line {}",
+                    "records out of order: line {n} has seq {} but line {} has seq {q}",
                     p.seq,
-                    prev_seq + 1,
                     n + 1
                 ),
             ));
