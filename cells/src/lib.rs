@@ -5,7 +5,8 @@
 //! keyring) → [`seal`] (Shamir or PKCS#11, a pure [`seal::machine`] plus a
 //! shell) → [`node`] (the system API both front ends call) → [`http`]
 //! (Vault-compatible) and [`grpc`] (`sigil.v1`). [`server`] wires a node from
-//! a [`config`], and [`cli`] is the `sigil` binary.
+//! a [`config`], and [`cli`] is the `sigil` binary. [`audit`] records every
+//! request and response to the enabled audit devices, fail-closed.
 #![forbid(unsafe_code)]
 
 pub mod aead;

@@ -104,7 +104,7 @@ impl AuditBroker {
                 };
                 let sink = tokio::task::spawn_blocking(move || FileSink::open(target, mode))
                     .await
-                    .map_err(|_| AuditError::NoRuntime)?
+                    .unwrap_or_else(|_| Err(std::io::Error::other("open task failed")))
                     .map_err(|source| AuditError::Open {
                         target: shown,
                         source,
@@ -154,6 +154,9 @@ impl AuditBroker {
         sink: S,
     ) -> Result<(), AuditError> {
         self.check_free(&path)?;
+        if common.log_raw {
+            tracing::warn!(device = %path, "audit device has log_raw set: tokens and secrets are written in clear");
+        }
         let redactor = Redactor::new(salt, common.hmac_accessor, common.log_raw);
         let device = Device::start(
             path.clone(),
@@ -408,6 +411,9 @@ mod tests {
         let first: Value =
             serde_json::from_str(text.lines().next().expect("a line")).expect("json");
         assert_eq!(first["type"], "request");
+        let time = first["time"].as_str().expect("time");
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339 time");
         assert_eq!(first["seq"], 1);
         let report = verify_file(&path).expect("verify");
         assert!(report.is_intact(), "{report:?}");
