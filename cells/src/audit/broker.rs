@@ -615,6 +615,14 @@ mod tests {
                 .await
                 .expect("the file device confirms");
         }
+        // A call returns on the first confirmation, which may be the
+        // socket's while the file's write is still finishing.
+        for _ in 0..1000 {
+            if device(&broker.metrics(), "file/").written == 48 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let report = verify_file(&path).expect("verify");
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.records, 48);
