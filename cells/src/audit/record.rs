@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use sigil_hsm::{SecretBytes, SecretString};
 
 use crate::logical::{Auth, Request, Response};
+use crate::mounts::MountEntry;
 
 /// What a redacted string starts with, as in Vault.
 pub const HMAC_PREFIX: &str = "hmac-sha256:";
@@ -76,6 +77,18 @@ pub struct AuditMount {
     pub non_hmac_request_keys: Vec<String>,
     /// The mount's `audit_non_hmac_response_keys`.
     pub non_hmac_response_keys: Vec<String>,
+}
+
+impl AuditMount {
+    /// The mount the router chose for a request.
+    pub fn from_mount(mount: &MountEntry) -> Self {
+        Self {
+            mount_type: mount.mount_type.clone(),
+            mount_accessor: mount.accessor.clone(),
+            non_hmac_request_keys: mount.config.audit_non_hmac_request_keys.clone(),
+            non_hmac_response_keys: mount.config.audit_non_hmac_response_keys.clone(),
+        }
+    }
 }
 
 /// A request as the audit log sees it.
@@ -599,6 +612,16 @@ mod tests {
         for secret in [TOKEN, ACCESSOR, PASSWORD, NESTED, "hvs.wrap-canary-1"] {
             assert!(text.contains(secret), "{secret} missing");
         }
+    }
+
+    #[test]
+    fn a_mount_entry_supplies_type_accessor_and_exempt_keys() {
+        let mut entry = MountEntry::new(crate::mounts::Table::Secrets, "secret/", "kv");
+        entry.config.audit_non_hmac_request_keys = vec!["comment".into()];
+        let m = AuditMount::from_mount(&entry);
+        assert_eq!(m.mount_type, "kv");
+        assert_eq!(m.mount_accessor, entry.accessor);
+        assert_eq!(m.non_hmac_request_keys, vec!["comment".to_owned()]);
     }
 
     #[test]
