@@ -6,6 +6,7 @@
 //! (`-key-shares 5`). Human output by default, `--format json` for scripts.
 //! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`).
 
+pub mod audit;
 mod client;
 mod operator;
 

@@ -5,11 +5,13 @@
 //! keyring) → [`seal`] (Shamir or PKCS#11, a pure [`seal::machine`] plus a
 //! shell) → [`node`] (the system API both front ends call) → [`http`]
 //! (Vault-compatible) and [`grpc`] (`sigil.v1`). [`server`] wires a node from
-//! a [`config`], and [`cli`] is the `sigil` binary.
+//! a [`config`], and [`cli`] is the `sigil` binary. [`audit`] records every
+//! request and response to the enabled audit devices, fail-closed.
 #![forbid(unsafe_code)]
 
 pub mod aead;
 pub mod api_error;
+pub mod audit;
 pub mod barrier;
 pub mod cli;
 pub mod clock;
