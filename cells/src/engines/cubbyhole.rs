@@ -95,15 +95,20 @@ mod tests {
         assert!(
             h.run_as(&e, "secret", &put, Some(&alice))
                 .await
-                .unwrap()
+                .expect("ok")
                 .is_empty()
         );
         let nested =
             Request::new(Operation::Create, "cubbyhole/dir/x").with_data(data(json!({"v": 1})));
-        h.run_as(&e, "dir/x", &nested, Some(&alice)).await.unwrap();
+        h.run_as(&e, "dir/x", &nested, Some(&alice))
+            .await
+            .expect("ok");
 
         let read = Request::new(Operation::Read, "cubbyhole/secret");
-        let got = h.run_as(&e, "secret", &read, Some(&alice)).await.unwrap();
+        let got = h
+            .run_as(&e, "secret", &read, Some(&alice))
+            .await
+            .expect("ok");
         assert_eq!(got.data, Some(data(json!({"pw": "a"}))));
         assert!(matches!(
             h.run_as(&e, "secret", &read, Some(&bob)).await,
@@ -115,7 +120,7 @@ mod tests {
         ));
 
         let list = Request::new(Operation::List, "cubbyhole/");
-        let got = h.run_as(&e, "", &list, Some(&alice)).await.unwrap();
+        let got = h.run_as(&e, "", &list, Some(&alice)).await.expect("ok");
         assert_eq!(got.data, Some(data(json!({"keys": ["dir/", "secret"]}))));
         assert!(matches!(
             h.run_as(&e, "", &list, Some(&bob)).await,
@@ -124,11 +129,11 @@ mod tests {
 
         // Exists tells create from update per token.
         assert_eq!(
-            e.exists(&h.ctx("secret", Some(&alice)), &put).unwrap(),
+            e.exists(&h.ctx("secret", Some(&alice)), &put).expect("ok"),
             Some(true)
         );
         assert_eq!(
-            e.exists(&h.ctx("secret", Some(&bob)), &put).unwrap(),
+            e.exists(&h.ctx("secret", Some(&bob)), &put).expect("ok"),
             Some(false)
         );
 
@@ -144,8 +149,10 @@ mod tests {
         ));
 
         // Revoking alice clears hers and leaves bob's alone.
-        h.run_as(&e, "secret", &put, Some(&bob)).await.unwrap();
-        destroy_for_token(&h.view, &alice.token_hash).await.unwrap();
+        h.run_as(&e, "secret", &put, Some(&bob)).await.expect("ok");
+        destroy_for_token(&h.view, &alice.token_hash)
+            .await
+            .expect("ok");
         assert!(matches!(
             h.run_as(&e, "secret", &read, Some(&alice)).await,
             Err(ApiError::NotFound(_))
@@ -156,7 +163,7 @@ mod tests {
         assert!(
             h.run_as(&e, "secret", &del, Some(&bob))
                 .await
-                .unwrap()
+                .expect("ok")
                 .is_empty()
         );
         assert!(h.run_as(&e, "secret", &read, Some(&bob)).await.is_err());
@@ -167,15 +174,15 @@ mod tests {
         let h = Harness::new("cubbyhole/", "cubbyhole", &[]);
         let wrapper = h.caller("wrapping-token");
         token_view(&h.view, &wrapper.token_hash)
-            .unwrap()
+            .expect("ok")
             .put_json("response", &json!({"response": "{\"data\":{}}"}))
             .await
-            .unwrap();
+            .expect("ok");
         let read = Request::new(Operation::Read, "cubbyhole/response");
         let got = h
             .run_as(&CubbyholeEngine, "response", &read, Some(&wrapper))
             .await
-            .unwrap();
+            .expect("ok");
         assert_eq!(got.data, Some(data(json!({"response": "{\"data\":{}}"}))));
     }
 }

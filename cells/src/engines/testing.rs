@@ -24,8 +24,8 @@ pub(crate) struct Harness {
 impl Harness {
     pub fn new(path: &str, kind: &str, options: &[(&str, &str)]) -> Self {
         let barrier = Barrier::new(Arc::new(MemoryStorage::new()), BarrierConfig::default());
-        let init = barrier.initialize(&SecretBytes::random(32)).unwrap();
-        barrier.storage().apply(init).unwrap();
+        let init = barrier.initialize(&SecretBytes::random(32)).expect("ok");
+        barrier.storage().apply(init).expect("ok");
         let mut mount = MountEntry::new(Table::Secrets, path, kind);
         for (k, v) in options {
             mount.options.insert((*k).into(), (*v).into());
@@ -34,7 +34,7 @@ impl Harness {
         Self {
             view,
             mount,
-            now: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
+            now: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("ok"),
             root: Self::make_caller("root"),
         }
     }

@@ -74,7 +74,7 @@ async fn put(h: &Harness, e: &KvEngine, key: &str, secret: Value) -> Value {
             json!({"data": secret}),
         )
         .await
-        .unwrap(),
+        .expect("ok"),
     )
 }
 
@@ -88,21 +88,24 @@ async fn v1_reads_writes_lists_and_deletes_whole_values() {
     let e = KvEngine::new();
     let req = |op, path: &str, body| Request::new(op, format!("kv/{path}")).with_data(data(body));
     let write = req(Operation::Create, "a", json!({"x": 1, "ttl": "1h"}));
-    assert_eq!(e.exists(&h.ctx("a", None), &write).unwrap(), Some(false));
-    assert!(h.run(&e, "a", &write).await.unwrap().is_empty());
-    assert_eq!(e.exists(&h.ctx("a", None), &write).unwrap(), Some(true));
+    assert_eq!(
+        e.exists(&h.ctx("a", None), &write).expect("ok"),
+        Some(false)
+    );
+    assert!(h.run(&e, "a", &write).await.expect("ok").is_empty());
+    assert_eq!(e.exists(&h.ctx("a", None), &write).expect("ok"), Some(true));
     h.run(
         &e,
         "dir/b",
         &req(Operation::Create, "dir/b", json!({"y": true})),
     )
     .await
-    .unwrap();
+    .expect("ok");
 
     let got = h
         .run(&e, "a", &req(Operation::Read, "a", json!({})))
         .await
-        .unwrap();
+        .expect("ok");
     assert_eq!(got.data, Some(data(json!({"x": 1, "ttl": "1h"}))));
     assert_eq!(
         got.lease.as_ref().map(|l| (l.ttl, l.lease_id.as_str())),
@@ -111,7 +114,7 @@ async fn v1_reads_writes_lists_and_deletes_whole_values() {
     let got = h
         .run(&e, "dir/b", &req(Operation::Read, "dir/b", json!({})))
         .await
-        .unwrap();
+        .expect("ok");
     assert_eq!(
         got.lease.map(|l| l.ttl),
         Some(h.mount.config.effective_default_ttl())
@@ -120,22 +123,22 @@ async fn v1_reads_writes_lists_and_deletes_whole_values() {
     // Replacing is whole-value.
     h.run(&e, "a", &req(Operation::Update, "a", json!({"z": 2})))
         .await
-        .unwrap();
+        .expect("ok");
     let got = h
         .run(&e, "a", &req(Operation::Read, "a", json!({})))
         .await
-        .unwrap();
+        .expect("ok");
     assert_eq!(got.data, Some(data(json!({"z": 2}))));
 
     let list = h
         .run(&e, "", &req(Operation::List, "", json!({})))
         .await
-        .unwrap();
+        .expect("ok");
     assert_eq!(body(list), json!({"keys": ["a", "dir/"]}));
     let list = h
         .run(&e, "dir", &req(Operation::List, "dir", json!({})))
         .await
-        .unwrap();
+        .expect("ok");
     assert_eq!(body(list), json!({"keys": ["b"]}));
     assert!(is_not_found(
         &h.run(&e, "nope/", &req(Operation::List, "nope/", json!({})))
@@ -161,13 +164,13 @@ async fn v1_reads_writes_lists_and_deletes_whole_values() {
     assert!(
         h.run(&e, "a", &req(Operation::Delete, "a", json!({})))
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
     );
     assert!(
         h.run(&e, "a", &req(Operation::Delete, "a", json!({})))
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
     );
     assert!(is_not_found(
@@ -185,11 +188,11 @@ fn options_take_only_a_version_defaulting_to_1() {
             .collect::<BTreeMap<_, _>>()
     };
     assert_eq!(
-        e.check_options(&opts(&[])).unwrap(),
+        e.check_options(&opts(&[])).expect("ok"),
         opts(&[("version", "1")])
     );
     assert_eq!(
-        e.check_options(&opts(&[("version", "2")])).unwrap(),
+        e.check_options(&opts(&[("version", "2")])).expect("ok"),
         opts(&[("version", "2")])
     );
     assert!(e.check_options(&opts(&[("version", "3")])).is_err());
@@ -202,7 +205,7 @@ async fn config_defaults_updates_and_type_errors() {
     let got = body(
         call(&h, &e, Operation::Read, "config", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         got,
@@ -216,12 +219,12 @@ async fn config_defaults_updates_and_type_errors() {
         json!({"max_versions": "5", "cas_required": true, "delete_version_after": 3600}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     assert!(w.is_empty());
     let got = body(
         call(&h, &e, Operation::Read, "config", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         got,
@@ -235,11 +238,11 @@ async fn config_defaults_updates_and_type_errors() {
         json!({"delete_version_after": "-1s"}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let got = body(
         call(&h, &e, Operation::Read, "config", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(got["delete_version_after"], "-1s");
 
@@ -258,7 +261,7 @@ async fn config_defaults_updates_and_type_errors() {
             &h.ctx("config", None),
             &request(Operation::Update, "config", json!({}))
         )
-        .unwrap(),
+        .expect("ok"),
         Some(true)
     );
 }
@@ -274,7 +277,7 @@ async fn data_versions_read_back_with_their_metadata() {
     assert_eq!(w["created_time"], "2023-11-14T22:13:20.123456789Z");
     put(&h, &e, "app/db", json!({"pw": "two"})).await;
 
-    let got = body(get(&h, &e, "app/db").await.unwrap());
+    let got = body(get(&h, &e, "app/db").await.expect("ok"));
     assert_eq!(got["data"], json!({"pw": "two"}));
     assert_eq!(
         got["metadata"],
@@ -293,7 +296,7 @@ async fn data_versions_read_back_with_their_metadata() {
         let got = body(
             call(&h, &e, Operation::Read, "data/app/db", q)
                 .await
-                .unwrap(),
+                .expect("ok"),
         );
         assert_eq!(got["data"]["pw"], want);
     }
@@ -323,19 +326,21 @@ async fn data_versions_read_back_with_their_metadata() {
     // Create vs update.
     let probe = request(Operation::Update, "data/app/db", json!({}));
     assert_eq!(
-        e.exists(&h.ctx("data/app/db", None), &probe).unwrap(),
+        e.exists(&h.ctx("data/app/db", None), &probe).expect("ok"),
         Some(true)
     );
     assert_eq!(
-        e.exists(&h.ctx("data/app/x", None), &probe).unwrap(),
+        e.exists(&h.ctx("data/app/x", None), &probe).expect("ok"),
         Some(false)
     );
     assert_eq!(
-        e.exists(&h.ctx("metadata/app/db", None), &probe).unwrap(),
+        e.exists(&h.ctx("metadata/app/db", None), &probe)
+            .expect("ok"),
         Some(true)
     );
     assert_eq!(
-        e.exists(&h.ctx("destroy/app/db", None), &probe).unwrap(),
+        e.exists(&h.ctx("destroy/app/db", None), &probe)
+            .expect("ok"),
         None
     );
 
@@ -359,7 +364,7 @@ async fn check_and_set() {
     // cas 0: create only.
     call(&h, &e, Operation::Create, "data/k", w(json!(0)))
         .await
-        .unwrap();
+        .expect("ok");
     let msg = bad_request(call(&h, &e, Operation::Update, "data/k", w(json!(0))).await);
     assert_eq!(
         msg,
@@ -372,10 +377,10 @@ async fn check_and_set() {
     );
     call(&h, &e, Operation::Update, "data/k", w(json!(1)))
         .await
-        .unwrap();
+        .expect("ok");
     call(&h, &e, Operation::Update, "data/k", w(json!("2")))
         .await
-        .unwrap();
+        .expect("ok");
     let msg = bad_request(call(&h, &e, Operation::Update, "data/k", w(json!(-1))).await);
     assert!(msg.contains("cas"), "{msg}");
 
@@ -388,12 +393,12 @@ async fn check_and_set() {
         json!({"cas_required": true}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let msg = bad_request(put_raw(&h, &e, "k").await);
     assert_eq!(msg, "check-and-set parameter required for this call");
     call(&h, &e, Operation::Update, "data/k", w(json!(3)))
         .await
-        .unwrap();
+        .expect("ok");
 
     // Required by the mount.
     call(
@@ -404,12 +409,12 @@ async fn check_and_set() {
         json!({"cas_required": true}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let msg = bad_request(put_raw(&h, &e, "other").await);
     assert_eq!(msg, "check-and-set parameter required for this call");
     call(&h, &e, Operation::Update, "data/other", w(json!(0)))
         .await
-        .unwrap();
+        .expect("ok");
 }
 
 async fn put_raw(h: &Harness, e: &KvEngine, key: &str) -> Result<Response, ApiError> {
@@ -434,21 +439,21 @@ async fn max_versions_prunes_the_oldest() {
         json!({"max_versions": 2}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     for i in 1..=3 {
         put(&h, &e, "k", json!({"i": i})).await;
     }
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/k", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(meta["current_version"], 3);
     assert_eq!(meta["oldest_version"], 2);
     assert_eq!(
         meta["versions"]
             .as_object()
-            .unwrap()
+            .expect("ok")
             .keys()
             .collect::<Vec<_>>(),
         ["2", "3"]
@@ -457,8 +462,8 @@ async fn max_versions_prunes_the_oldest() {
         &call(&h, &e, Operation::Read, "data/k", json!({"version": 1})).await
     ));
     // Version 1's data is gone from storage, not just hidden.
-    assert!(h.view.get("ver/k/1").unwrap().is_none());
-    assert!(h.view.get("ver/k/2").unwrap().is_some());
+    assert!(h.view.get("ver/k/1").expect("ok").is_none());
+    assert!(h.view.get("ver/k/2").expect("ok").is_some());
 
     // The key's own setting, when larger, wins (as current Vault).
     call(
@@ -469,18 +474,18 @@ async fn max_versions_prunes_the_oldest() {
         json!({"max_versions": 4}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     for i in 4..=6 {
         put(&h, &e, "k", json!({"i": i})).await;
     }
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/k", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(meta["oldest_version"], 3);
     assert_eq!(meta["max_versions"], 4);
-    assert_eq!(meta["versions"].as_object().unwrap().len(), 4);
+    assert_eq!(meta["versions"].as_object().expect("ok").len(), 4);
 }
 
 #[tokio::test]
@@ -492,7 +497,7 @@ async fn soft_delete_undelete_and_destroy() {
     assert!(
         call(&h, &e, Operation::Delete, "data/k", json!({}))
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
     );
     let got = not_found_body(get(&h, &e, "k").await);
@@ -518,9 +523,9 @@ async fn soft_delete_undelete_and_destroy() {
         json!({"versions": [2]}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     assert_eq!(
-        body(get(&h, &e, "k").await.unwrap())["data"],
+        body(get(&h, &e, "k").await.expect("ok"))["data"],
         json!({"v": 2})
     );
 
@@ -532,7 +537,7 @@ async fn soft_delete_undelete_and_destroy() {
         json!({"versions": "1,2"}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     assert!(not_found_body(call(&h, &e, Operation::Read, "data/k", json!({"version": 1})).await)
         ["metadata"]["deletion_time"]
         .as_str()
@@ -546,10 +551,10 @@ async fn soft_delete_undelete_and_destroy() {
         json!({"versions": [1]}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let got = not_found_body(call(&h, &e, Operation::Read, "data/k", json!({"version": 1})).await);
     assert_eq!(got["metadata"]["destroyed"], true);
-    assert!(h.view.get("ver/k/1").unwrap().is_none());
+    assert!(h.view.get("ver/k/1").expect("ok").is_none());
     // A destroyed version cannot be undeleted.
     call(
         &h,
@@ -559,7 +564,7 @@ async fn soft_delete_undelete_and_destroy() {
         json!({"versions": [1, 2]}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     assert!(
         not_found_body(call(&h, &e, Operation::Read, "data/k", json!({"version": 1})).await)["metadata"]
             ["destroyed"]
@@ -570,7 +575,7 @@ async fn soft_delete_undelete_and_destroy() {
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/k", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(meta["versions"]["1"]["destroyed"], true);
 
@@ -592,7 +597,7 @@ async fn soft_delete_undelete_and_destroy() {
                 json!({"versions": [1]})
             )
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
         );
     }
@@ -600,7 +605,7 @@ async fn soft_delete_undelete_and_destroy() {
     assert!(
         call(&h, &e, Operation::Delete, "data/none", json!({}))
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
     );
 }
@@ -616,14 +621,14 @@ async fn delete_version_after_expires_versions() {
         json!({"delete_version_after": "1h"}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let w = put(&h, &e, "k", json!({"v": 1})).await;
     assert_eq!(w["deletion_time"], "2023-11-14T23:13:20.123456789Z");
     // Before the deadline the version reads normally, deadline shown.
     let got = body(
         call_at(&h, &e, Operation::Read, "data/k", json!({}), 3599)
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(got["data"], json!({"v": 1}));
     assert_eq!(
@@ -643,13 +648,13 @@ async fn delete_version_after_expires_versions() {
         json!({"delete_version_after": "10m"}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let w = put(&h, &e, "k", json!({"v": 2})).await;
     assert_eq!(w["deletion_time"], "2023-11-14T22:23:20.123456789Z");
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/k", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(meta["delete_version_after"], "10m0s");
     let msg = bad_request(
@@ -677,11 +682,11 @@ async fn metadata_crud_and_nested_lists() {
         json!({"max_versions": 3, "custom_metadata": {"owner": "ops", "n": 7}}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/pending", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         meta,
@@ -710,15 +715,15 @@ async fn metadata_crud_and_nested_lists() {
         async move { call(h, e, Operation::List, p, json!({})).await }
     };
     assert_eq!(
-        body(list("metadata/").await.unwrap()),
+        body(list("metadata/").await.expect("ok")),
         json!({"keys": ["dir/", "foo", "foo/", "pending"]})
     );
     assert_eq!(
-        body(list("metadata/dir/").await.unwrap()),
+        body(list("metadata/dir/").await.expect("ok")),
         json!({"keys": ["a", "sub/"]})
     );
     assert_eq!(
-        body(list("metadata/dir").await.unwrap()),
+        body(list("metadata/dir").await.expect("ok")),
         json!({"keys": ["a", "sub/"]})
     );
     assert!(is_not_found(&list("metadata/nothing/").await));
@@ -726,9 +731,9 @@ async fn metadata_crud_and_nested_lists() {
     // Deleting metadata removes every version for good, and only that key.
     call(&h, &e, Operation::Delete, "metadata/foo", json!({}))
         .await
-        .unwrap();
+        .expect("ok");
     assert!(is_not_found(&get(&h, &e, "foo").await));
-    assert!(h.view.get("ver/foo/1").unwrap().is_none());
+    assert!(h.view.get("ver/foo/1").expect("ok").is_none());
     assert!(get(&h, &e, "foo/bar").await.is_ok());
     assert!(is_not_found(
         &call(&h, &e, Operation::Read, "metadata/foo", json!({})).await
@@ -736,7 +741,7 @@ async fn metadata_crud_and_nested_lists() {
     assert!(
         call(&h, &e, Operation::Delete, "metadata/foo", json!({}))
             .await
-            .unwrap()
+            .expect("ok")
             .is_empty()
     );
 
@@ -811,11 +816,11 @@ async fn metadata_crud_and_nested_lists() {
         json!({"custom_metadata": {"owner": null, "team": "blue"}, "cas_required": true}),
     )
     .await
-    .unwrap();
+    .expect("ok");
     let meta = body(
         call(&h, &e, Operation::Read, "metadata/pending", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(meta["custom_metadata"], json!({"n": "7", "team": "blue"}));
     assert_eq!(meta["cas_required"], true);
@@ -845,10 +850,10 @@ async fn merge_patch_makes_a_new_version() {
             json!({"data": {"a": null, "b": {"c": 20}, "e": "new"}}),
         )
         .await
-        .unwrap(),
+        .expect("ok"),
     );
     assert_eq!(w["version"], 2);
-    let got = body(get(&h, &e, "k").await.unwrap());
+    let got = body(get(&h, &e, "k").await.expect("ok"));
     assert_eq!(got["data"], json!({"b": {"c": 20, "d": 3}, "e": "new"}));
 
     // Content type is required.
@@ -882,7 +887,7 @@ async fn merge_patch_makes_a_new_version() {
         json!({"data": {"a": 2}, "options": {"cas": 3}}),
     )
     .await
-    .unwrap();
+    .expect("ok");
 
     // Missing data, missing key, deleted latest version.
     let msg = bad_request(call(&h, &e, Operation::Patch, "data/k", json!({})).await);
@@ -901,7 +906,7 @@ async fn merge_patch_makes_a_new_version() {
     ));
     call(&h, &e, Operation::Delete, "data/k", json!({}))
         .await
-        .unwrap();
+        .expect("ok");
     let got = not_found_body(
         call(
             &h,
@@ -929,7 +934,7 @@ async fn subkeys_show_structure_to_a_depth() {
     let got = body(
         call(&h, &e, Operation::Read, "subkeys/k", json!({}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         got["subkeys"],
@@ -939,7 +944,7 @@ async fn subkeys_show_structure_to_a_depth() {
     let got = body(
         call(&h, &e, Operation::Read, "subkeys/k", json!({"depth": "1"}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         got["subkeys"],
@@ -948,7 +953,7 @@ async fn subkeys_show_structure_to_a_depth() {
     let got = body(
         call(&h, &e, Operation::Read, "subkeys/k", json!({"depth": 2}))
             .await
-            .unwrap(),
+            .expect("ok"),
     );
     assert_eq!(
         got["subkeys"],
@@ -967,7 +972,7 @@ async fn subkeys_show_structure_to_a_depth() {
     assert!(msg.contains("depth"), "{msg}");
     call(&h, &e, Operation::Delete, "data/k", json!({}))
         .await
-        .unwrap();
+        .expect("ok");
     let got = not_found_body(call(&h, &e, Operation::Read, "subkeys/k", json!({})).await);
     assert_eq!(got["subkeys"], Value::Null);
     assert!(is_not_found(
@@ -1008,7 +1013,7 @@ async fn wrong_types_are_400s_naming_the_field() {
         bad_request(call(&h, &e, Operation::Update, "data/k", json!({})).await),
         "no data provided"
     );
-    assert!(h.view.list("").unwrap().is_empty(), "nothing written");
+    assert!(h.view.list("").expect("ok").is_empty(), "nothing written");
 }
 
 #[tokio::test]
@@ -1032,7 +1037,7 @@ async fn traversal_keys_are_refused_and_write_nothing() {
             .await,
         );
     }
-    assert!(h.view.list("").unwrap().is_empty(), "nothing written");
+    assert!(h.view.list("").expect("ok").is_empty(), "nothing written");
 }
 
 #[tokio::test]
@@ -1042,18 +1047,18 @@ async fn upgrading_v1_to_v2_keeps_every_key_as_version_1() {
     for (key, v) in [("a", 1), ("dir/b", 2), ("dir/deeper/c", 3), ("a/x", 4)] {
         let req =
             Request::new(Operation::Create, format!("kv/{key}")).with_data(data(json!({"v": v})));
-        h.run(&e, key, &req).await.unwrap();
+        h.run(&e, key, &req).await.expect("ok");
     }
-    let old = e.check_options(&BTreeMap::new()).unwrap();
+    let old = e.check_options(&BTreeMap::new()).expect("ok");
     let new = e
         .check_options(&BTreeMap::from([("version".into(), "2".into())]))
-        .unwrap();
-    e.options_changed(&h.view, &old, &new).await.unwrap();
+        .expect("ok");
+    e.options_changed(&h.view, &old, &new).await.expect("ok");
 
     let mut h = h;
     h.mount.options = new.clone();
     for (key, v) in [("a", 1), ("dir/b", 2), ("dir/deeper/c", 3), ("a/x", 4)] {
-        let got = body(get(&h, &e, key).await.unwrap());
+        let got = body(get(&h, &e, key).await.expect("ok"));
         assert_eq!(got["data"], json!({"v": v}), "{key}");
         assert_eq!(got["metadata"]["version"], 1);
     }
@@ -1061,16 +1066,16 @@ async fn upgrading_v1_to_v2_keeps_every_key_as_version_1() {
         body(
             call(&h, &e, Operation::List, "metadata/", json!({}))
                 .await
-                .unwrap()
+                .expect("ok")
         ),
         json!({"keys": ["a", "a/", "dir/"]})
     );
     assert!(
-        h.view.list("data/").unwrap().is_empty(),
+        h.view.list("data/").expect("ok").is_empty(),
         "v1 entries removed"
     );
     // Running it again is harmless.
-    e.options_changed(&h.view, &old, &new).await.unwrap();
+    e.options_changed(&h.view, &old, &new).await.expect("ok");
 
     assert!(matches!(
         e.options_changed(&h.view, &new, &old).await,

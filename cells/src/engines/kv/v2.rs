@@ -357,8 +357,10 @@ impl V2<'_> {
     async fn metadata_patch(&self, key: &str, data: &Data) -> Result<Response, ApiError> {
         let _guard = self.locks.lock(self.view.prefix(), key).await;
         let mut meta = load_meta(self.view, key)?.ok_or_else(not_found)?;
-        let mut update = MetadataUpdate::parse(data)?;
-        update.custom_metadata = None;
+        // custom_metadata is a merge patch here, not a replacement.
+        let mut plain = data.clone();
+        plain.remove("custom_metadata");
+        let mut update = MetadataUpdate::parse(&plain)?;
         let nulled = |field: &str| data.get(field).is_some_and(Value::is_null);
         if nulled("max_versions") {
             update.max_versions = Some(0);
