@@ -3,6 +3,8 @@
 //! `protoc` comes from the `protoc-bin-vendored` crate so a fresh machine needs no
 //! system protobuf compiler.
 
+use std::path::PathBuf;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY-free: build scripts are single threaded; set before any codegen reads it.
@@ -13,7 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_with_config(config, &["proto/sigil/v1/sys.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["sys", "logical", "kv"].map(|f| PathBuf::from(format!("proto/sigil/v1/{f}.proto"))),
+            &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }
