@@ -23,6 +23,10 @@ pub enum ApiError {
     /// Already initialised: 400 / ALREADY_EXISTS.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A check-and-set precondition did not hold: 400 (as Vault) /
+    /// FAILED_PRECONDITION.
+    #[error("{0}")]
+    CheckAndSet(String),
     /// Not initialised: 400 / FAILED_PRECONDITION.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -45,6 +49,7 @@ impl ApiError {
     pub fn http_status(&self) -> u16 {
         match self {
             ApiError::InvalidRequest(_)
+            | ApiError::CheckAndSet(_)
             | ApiError::Conflict(_)
             | ApiError::AlreadyExists(_)
             | ApiError::FailedPrecondition(_) => 400,
@@ -64,7 +69,9 @@ impl ApiError {
             ApiError::Sealed => tonic::Code::Unavailable,
             ApiError::Conflict(_) => tonic::Code::Aborted,
             ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
-            ApiError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            ApiError::FailedPrecondition(_) | ApiError::CheckAndSet(_) => {
+                tonic::Code::FailedPrecondition
+            }
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::UnsupportedOperation => tonic::Code::Unimplemented,
             ApiError::TooLarge => tonic::Code::ResourceExhausted,

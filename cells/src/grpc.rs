@@ -5,6 +5,9 @@
 //! [`ApiError::grpc_code`] assigns.
 
 mod convert;
+mod logical;
+
+pub use logical::LogicalService;
 
 use std::sync::Arc;
 
@@ -35,10 +38,10 @@ impl SysService {
     }
 }
 
-fn caller<T>(req: &Request<T>) -> Caller {
-    let md = req.metadata();
-    let token = md
-        .get("x-sigil-token")
+/// The token from `x-sigil-token` (or `x-vault-token`, or
+/// `authorization: Bearer`).
+pub(crate) fn token_from(md: &tonic::metadata::MetadataMap) -> Option<SecretString> {
+    md.get("x-sigil-token")
         .or_else(|| md.get("x-vault-token"))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
@@ -49,9 +52,12 @@ fn caller<T>(req: &Request<T>) -> Caller {
                 .map(str::to_owned)
         })
         .filter(|t| !t.is_empty())
-        .map(SecretString::new);
+        .map(SecretString::new)
+}
+
+fn caller<T>(req: &Request<T>) -> Caller {
     Caller {
-        token,
+        token: token_from(req.metadata()),
         remote_addr: req.remote_addr(),
     }
 }

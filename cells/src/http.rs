@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
+use crate::logical::{self, Consistency, Operation, Outcome};
 use crate::node::{Caller, KeyStatus, Node};
 use crate::seal::{GenerateRootStatus, InitParams, RekeyStatus, SealStatus};
 use crate::shamir::Share;
@@ -58,7 +59,7 @@ pub fn router(node: Arc<Node>, max_body: usize) -> Router {
         .route("/v1/sys/generate-root/update", any(generate_root_update))
         .route("/v1/sys/rotate", any(rotate))
         .route("/v1/sys/key-status", any(key_status))
-        .fallback(unknown_path)
+        .fallback(logical)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
 }
@@ -76,14 +77,208 @@ async fn trace_request(req: Request, next: axum::middleware::Next) -> Response {
     response
 }
 
-/// Unknown paths: 503 while sealed (as every path but init, unseal and the
-/// status endpoints), else 404 with an empty error list.
-async fn unknown_path(State(st): State<AppState>) -> Response {
-    if st.node.is_serving() {
-        json_response(StatusCode::NOT_FOUND, &json!({ "errors": [] }))
-    } else {
-        error_response(&ApiError::Sealed)
+/// Every other path goes through the request pipeline.
+async fn logical(State(st): State<AppState>, req: Request) -> Response {
+    let head = req.method() == Method::HEAD;
+    let result = async {
+        let r = logical_request(&st, req).await?;
+        let id = r.id.clone();
+        st.node.handle(r).await.map(|resp| (id, resp))
     }
+    .await;
+    match result {
+        Ok((id, resp)) if head => {
+            let mut r = render(resp, &id);
+            *r.body_mut() = axum::body::Body::empty();
+            r
+        }
+        Ok((id, resp)) => render(resp, &id),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Percent-decodes a URI path; malformed escapes and non-UTF-8 are errors.
+fn percent_decode(path: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::InvalidRequest("invalid request path: bad percent-encoding".into());
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Builds the pipeline's request from an HTTP request.
+async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request, ApiError> {
+    let raw_path = req.uri().path().to_owned();
+    let path = raw_path
+        .strip_prefix("/v1/")
+        .ok_or_else(|| ApiError::NotFound(String::new()))?;
+    let path = percent_decode(path)?;
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let p = parse(st, req).await?;
+    let list_query = matches!(p.query.get("list").map(String::as_str), Some("true" | "1"));
+    let operation = match method.as_str() {
+        "LIST" => Operation::List,
+        "GET" | "HEAD" if list_query => Operation::List,
+        "GET" | "HEAD" => Operation::Read,
+        "POST" | "PUT" => Operation::Update,
+        "PATCH" => Operation::Patch,
+        "DELETE" => Operation::Delete,
+        _ => return Err(ApiError::UnsupportedOperation),
+    };
+    let data = match operation {
+        Operation::Read | Operation::List | Operation::Delete => {
+            let mut d = logical::Data::new();
+            for (k, v) in p.query {
+                if k != "list" {
+                    d.insert(k, Value::String(v));
+                }
+            }
+            // A DELETE may carry a body too.
+            if let Value::Object(body) = p.body {
+                d.extend(body);
+            }
+            d
+        }
+        _ => match p.body {
+            Value::Object(m) => m,
+            _ => logical::Data::new(),
+        },
+    };
+    let mut r = logical::Request::new(operation, path);
+    r.data = data;
+    r.token = p.caller.token;
+    r.client_addr = p.caller.remote_addr;
+    r.content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
+    if let Some(v) = headers.get("x-vault-wrap-ttl") {
+        let text = v
+            .to_str()
+            .map_err(|_| ApiError::InvalidRequest("invalid X-Vault-Wrap-TTL".into()))?;
+        let ttl = crate::duration::parse_duration(&Value::String(text.to_owned()))
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid X-Vault-Wrap-TTL: {e}")))?;
+        if ttl.is_zero() {
+            return Err(ApiError::InvalidRequest(
+                "invalid X-Vault-Wrap-TTL: must be positive".into(),
+            ));
+        }
+        r.wrap_ttl = Some(ttl);
+    }
+    r.consistency = consistency_from(&headers)?;
+    Ok(r)
+}
+
+/// `X-Sigil-Consistency: linearizable`, or `X-Sigil-Index: N` for
+/// read-your-writes (docs/architecture.md, "Read consistency").
+fn consistency_from(headers: &HeaderMap) -> Result<Consistency, ApiError> {
+    if let Some(v) = headers.get("x-sigil-index") {
+        let n = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::InvalidRequest("invalid X-Sigil-Index".into()))?;
+        return Ok(Consistency::AfterIndex(n));
+    }
+    match headers.get("x-sigil-consistency").map(|v| v.to_str()) {
+        None => Ok(Consistency::Default),
+        Some(Ok("default" | "bounded")) => Ok(Consistency::Default),
+        Some(Ok("linearizable")) => Ok(Consistency::Linearizable),
+        Some(_) => Err(ApiError::InvalidRequest(
+            "invalid X-Sigil-Consistency: want bounded or linearizable".into(),
+        )),
+    }
+}
+
+/// Renders a pipeline response in Vault's wire format.
+fn render(resp: logical::Response, request_id: &str) -> Response {
+    if let Some(raw) = resp.raw {
+        let mut r = (StatusCode::OK, raw.body).into_response();
+        if let Ok(ct) = HeaderValue::from_str(&raw.content_type) {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        return r;
+    }
+    if resp.is_empty() && resp.outcome == Outcome::Ok {
+        return no_content();
+    }
+    let status = match resp.outcome {
+        Outcome::Ok => StatusCode::OK,
+        Outcome::NotFound => StatusCode::NOT_FOUND,
+    };
+    json_response(status, &response_body(resp, request_id))
+}
+
+/// The standard envelope for a pipeline response.
+pub(crate) fn response_body(resp: logical::Response, request_id: &str) -> Value {
+    let (lease_id, lease_duration, renewable) = resp
+        .lease
+        .as_ref()
+        .map(|l| (l.lease_id.clone(), l.ttl, l.renewable))
+        .unwrap_or_default();
+    let auth = resp.auth.as_ref().map(|a| {
+        json!({
+            "client_token": a.client_token.expose(),
+            "accessor": a.accessor,
+            "policies": a.policies,
+            "token_policies": a.token_policies,
+            "identity_policies": a.identity_policies,
+            "metadata": a.metadata,
+            "lease_duration": a.lease_duration,
+            "renewable": a.renewable,
+            "entity_id": a.entity_id,
+            "token_type": a.token_type,
+            "orphan": a.orphan,
+            "mfa_requirement": null,
+            "num_uses": a.num_uses,
+        })
+    });
+    let wrap_info = resp.wrap_info.as_ref().map(|w| {
+        json!({
+            "token": w.token.expose(),
+            "accessor": w.accessor,
+            "ttl": w.ttl,
+            "creation_time": w.creation_time,
+            "creation_path": w.creation_path,
+            "wrapped_accessor": w.wrapped_accessor,
+        })
+    });
+    let warnings = (!resp.warnings.is_empty()).then_some(&resp.warnings);
+    let data = match (&resp.data, &resp.wrap_info) {
+        (_, Some(_)) | (None, _) => Value::Null,
+        (Some(d), None) => Value::Object(d.clone()),
+    };
+    let mut body = json!({
+        "request_id": request_id,
+        "lease_id": lease_id,
+        "renewable": renewable,
+        "lease_duration": lease_duration,
+        "data": data,
+        "wrap_info": wrap_info,
+        "warnings": warnings,
+        "auth": auth,
+        "mount_type": resp.mount_type,
+    });
+    if resp.legacy_top_level
+        && let (Some(obj), Some(d)) = (body.as_object_mut(), resp.data.as_ref())
+    {
+        for (k, v) in d {
+            obj.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    body
 }
 
 // ---- request parsing --------------------------------------------------------

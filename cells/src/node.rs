@@ -3,13 +3,16 @@
 //! these calls and render the results; they hold no logic of their own.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 pub use crate::barrier::KeyStatus;
+use crate::logical::{Request, Response};
+use crate::metrics::Metrics;
+use crate::pipeline::{NoRevocations, Pipeline, RevocationFilter};
 use crate::seal::machine::RekeyTarget;
 use crate::seal::{
     self, ClusterInfo, GenerateRootStatus, InitOutput, InitParams, RekeyStatus, SealManager,
@@ -51,6 +54,12 @@ pub struct Leader {
 pub struct Node {
     seal: Arc<SealManager>,
     api_addr: String,
+    /// The request pipeline of the current unseal; rebuilt when the barrier's
+    /// generation moves on, dropped on seal.
+    pipeline: RwLock<Option<Arc<Pipeline>>>,
+    pipeline_build: tokio::sync::Mutex<()>,
+    revocation: Arc<dyn RevocationFilter>,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -58,7 +67,76 @@ impl Node {
         Arc::new(Self {
             seal: Arc::new(seal),
             api_addr,
+            pipeline: RwLock::new(None),
+            pipeline_build: tokio::sync::Mutex::new(()),
+            revocation: Arc::new(NoRevocations),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Serves a request through the pipeline (every path but the seal
+    /// lifecycle endpoints).
+    pub async fn handle(&self, req: Request) -> Result<Response, ApiError> {
+        self.pipeline().await?.handle(req).await
+    }
+
+    /// The pipeline for the current unseal, built on first use.
+    pub async fn pipeline(&self) -> Result<Arc<Pipeline>, ApiError> {
+        self.require_unsealed()?;
+        let generation = self.seal.barrier().generation();
+        let current = || {
+            self.pipeline
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|p| p.generation() == generation)
+        };
+        if let Some(p) = current() {
+            return Ok(p);
+        }
+        let _building = self.pipeline_build.lock().await;
+        if let Some(p) = current() {
+            return Ok(p);
+        }
+        let p = Arc::new(
+            Pipeline::load(
+                self.seal.barrier().clone(),
+                self.seal.tokens().clone(),
+                self.revocation.clone(),
+                self.metrics.clone(),
+            )
+            .await?,
+        );
+        *self.pipeline.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Reopens every audit device's file (log rotation). A sealed node has
+    /// none open.
+    pub async fn reopen_audit(&self) -> Result<(), ApiError> {
+        if !self.is_serving() {
+            return Ok(());
+        }
+        self.pipeline().await?.reopen_audit().await
+    }
+
+    /// Revokes expired tokens every `every`, in bounded batches, while the
+    /// node is unsealed.
+    pub async fn token_sweep_loop(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.is_serving() {
+                continue;
+            }
+            match self.pipeline().await {
+                Ok(p) => {
+                    if let Err(e) = p.sweep_expired_tokens(1000).await {
+                        tracing::warn!(error = %e, "token sweep failed; retrying next round");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "token sweep skipped"),
+            }
+        }
     }
 
     /// Keeps trying to unseal an HSM-sealed node until it succeeds, backing
@@ -235,7 +313,13 @@ impl Node {
 
     pub async fn seal(&self, caller: &Caller) -> Result<(), ApiError> {
         self.authorize_root(caller)?;
-        self.blocking(|s| s.seal()).await
+        self.blocking(|s| s.seal()).await?;
+        // Audit devices and caches go with the keys.
+        self.pipeline
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        Ok(())
     }
 
     pub async fn rotate(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {

@@ -43,19 +43,37 @@ impl Running {
         }
     }
 
-    /// Waits until the servers stop (after a shutdown signal).
+    /// Serves until SIGINT or SIGTERM, then shuts down. SIGHUP reopens the
+    /// audit devices' files (after log rotation).
     pub async fn wait_for_signal(self) {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return self.shutdown().await;
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(h)) => (t, h),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for signals");
+                return self.shutdown().await;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("interrupt received, shutting down");
+                    break;
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received, shutting down");
+                    break;
+                }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received, reopening audit devices");
+                    if let Err(e) = self.node.reopen_audit().await {
+                        tracing::error!(error = %e, "audit devices did not all reopen");
+                    }
+                }
+            }
         }
         self.shutdown().await;
     }
@@ -84,6 +102,18 @@ impl Running {
             .unseal(Some(&key), false)
             .await
             .map_err(|e| anyhow::anyhow!("dev unseal: {e}"))?;
+        // As a Vault dev server: KV version 2 at `secret/`.
+        let mut data = crate::logical::Data::new();
+        data.insert("type".into(), "kv".into());
+        data.insert("options".into(), serde_json::json!({ "version": "2" }));
+        let req =
+            crate::logical::Request::new(crate::logical::Operation::Update, "sys/mounts/secret")
+                .with_data(data)
+                .with_token(Some(out.root_token.clone()));
+        self.node
+            .handle(req)
+            .await
+            .map_err(|e| anyhow::anyhow!("dev mount of secret/: {e}"))?;
         Ok(Some(out))
     }
 }
@@ -219,10 +249,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 .context("grpc tls")?;
         }
         let svc = crate::grpc::SysService::new(node.clone()).into_server(max_body);
+        let (logical_svc, kv_svc) =
+            crate::grpc::LogicalService::new(node.clone()).into_servers(max_body);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         tasks.push(tokio::spawn(async move {
             let served = builder
                 .add_service(svc)
+                .add_service(logical_svc)
+                .add_service(kv_svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
@@ -241,6 +275,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = node.auto_unseal_loop(retry) => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+
+    // Expired-token sweeper: keeps the token store from growing without bound.
+    {
+        let node = node.clone();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = node.token_sweep_loop(Duration::from_secs(60)) => {}
                 _ = rx.wait_for(|s| *s) => {}
             }
         }));

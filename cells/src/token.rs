@@ -155,7 +155,8 @@ pub struct NewToken {
     /// Seconds; 0 never expires (root tokens only).
     pub ttl: u64,
     pub explicit_max_ttl: u64,
-    /// Absolute cap on renewals, seconds from creation; 0 none.
+    /// Absolute cap on renewals, seconds from creation; 0 none. Periodic
+    /// tokens have one only when an explicit maximum was asked for.
     pub max_ttl: u64,
     pub period: u64,
     pub renewable: bool,
@@ -825,7 +826,6 @@ mod tests {
                 NewToken {
                     ttl: 30,
                     period: 30,
-                    max_ttl: 40,
                     renewable: true,
                     ..NewToken::default()
                 },
@@ -841,7 +841,7 @@ mod tests {
             .renew(&periodic.hash, None, 150)
             .expect("renew")
             .expect("live");
-        // Past creation + max_ttl (140): periodic tokens have no maximum.
+        // Without an explicit maximum, periodic tokens renew indefinitely.
         assert_eq!(r.entry.expire_unix, Some(180));
     }
 

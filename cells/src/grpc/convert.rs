@@ -2,6 +2,8 @@
 //! structs are built.
 
 use base64::Engine as _;
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
 use sigil_proto::v1 as pb;
 
 use crate::node::Health;
@@ -105,5 +107,71 @@ pub(super) fn generate_root(s: &GenerateRootStatus) -> pb::GenerateRootStatusRes
             .map(|o| o.expose().to_owned())
             .unwrap_or_default(),
         otp_length: s.otp_length as u32,
+    }
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub(super) fn json_to_struct(m: &Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(v: &Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A `google.protobuf.Struct` as a JSON object. Whole numbers become JSON
+/// integers, so `{"cas": 1}` stays an integer for the engines.
+pub(super) fn struct_to_json(s: &prost_types::Struct) -> Map<String, Value> {
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: &prost_types::Value) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                // Exact: |n| < 2^53.
+                Value::Number(Number::from(*n as i64))
+            } else {
+                Number::from_f64(*n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_struct() {
+        let v = serde_json::json!({
+            "s": "x", "n": 3, "f": 1.5, "b": true, "z": null,
+            "l": [1, "a", {"k": []}], "o": {"deep": {"er": -2}},
+        });
+        let m = v.as_object().cloned().unwrap_or_default();
+        assert_eq!(Value::Object(struct_to_json(&json_to_struct(&m))), v);
     }
 }

@@ -146,12 +146,27 @@ pub fn put_json(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) 
 }
 
 fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    call(base, method, path, None, body)
+}
+
+/// One HTTP/1.1 request with an optional `X-Vault-Token`; the status and the
+/// JSON body (`Null` when there is none).
+pub fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let host = base.strip_prefix("http://").expect("plain http base url");
     let mut s = std::net::TcpStream::connect(host).expect("connect");
+    let auth = token
+        .map(|t| format!("X-Vault-Token: {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -169,9 +184,15 @@ fn request(base: &str, method: &str, path: &str, body: &str) -> (u16, serde_json
     )
 }
 
-/// Runs the hvac script; fails with its output when it fails.
+/// Runs the hvac lifecycle script; fails with its output when it fails.
 pub fn run_hvac(args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hvac/lifecycle.py");
+    run_hvac_script("lifecycle.py", args)
+}
+
+/// Runs `tests/hvac/<script>`; fails with its output when it fails, else
+/// returns the JSON object on its last line.
+pub fn run_hvac_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let script = format!("{}/tests/hvac/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(script)
         .args(args)
@@ -194,4 +215,20 @@ pub fn strings(v: &serde_json::Value, key: &str) -> Vec<String> {
         .iter()
         .map(|k| k.as_str().expect("string").to_owned())
         .collect()
+}
+
+/// Initialises (one share) and unseals the node at `base`; returns the root
+/// token.
+pub fn init_unseal(base: &str) -> String {
+    let (code, out) = put_json(
+        base,
+        "sys/init",
+        r#"{"secret_shares":1,"secret_threshold":1}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    let key = strings(&out, "keys").remove(0);
+    let (code, status) = put_json(base, "sys/unseal", &format!(r#"{{"key":"{key}"}}"#));
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["sealed"], false);
+    out["root_token"].as_str().expect("root token").to_owned()
 }

@@ -1,0 +1,246 @@
+//! Request metrics for `sys/metrics`, in Prometheus text and JSON.
+//!
+//! Counters and latency histograms by operation and mount, errors by
+//! status, audit failures. Recording takes one short lock per request; the
+//! label space is bounded by the mount table (unknown paths share the label
+//! `""`), so it cannot grow from client input.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::api_error::ApiError;
+use crate::logical::Operation;
+
+/// Upper bounds of the latency buckets, seconds.
+const BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Cumulative counts per bucket, then +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len() + 1];
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.counts[BUCKETS.len()] += 1;
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    requests: BTreeMap<(Operation, String), Histogram>,
+    errors: BTreeMap<(Operation, String, u16), u64>,
+    audit_failures: u64,
+}
+
+/// The node's metrics registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// Point-in-time values the registry does not own (read when rendering).
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub tokens: Option<u64>,
+    pub sealed: bool,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn observe_request(
+        &self,
+        op: Operation,
+        mount: &str,
+        elapsed: Duration,
+        error: Option<&ApiError>,
+    ) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.requests
+            .entry((op, mount.to_owned()))
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+        if let Some(e) = error {
+            *g.errors
+                .entry((op, mount.to_owned(), e.http_status()))
+                .or_default() += 1;
+        }
+    }
+
+    pub fn audit_failure(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .audit_failures += 1;
+    }
+
+    /// Requests observed for `op` on `mount` (for tests and the CLI).
+    pub fn request_count(&self, op: Operation, mount: &str) -> u64 {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.requests
+            .get(&(op, mount.to_owned()))
+            .map_or(0, |h| h.count)
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn prometheus(&self, gauges: &Gauges) -> String {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        out.push_str(
+            "# HELP sigil_request_duration_seconds Request latency by operation and mount.\n",
+        );
+        out.push_str("# TYPE sigil_request_duration_seconds histogram\n");
+        for ((op, mount), h) in &g.requests {
+            let labels = format!("operation=\"{op}\",mount=\"{}\"", escape(mount));
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "sigil_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "sigil_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.counts[BUCKETS.len()]
+            );
+            let _ = writeln!(
+                out,
+                "sigil_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "sigil_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP sigil_request_errors_total Failed requests by operation, mount and HTTP status.\n");
+        out.push_str("# TYPE sigil_request_errors_total counter\n");
+        for ((op, mount, status), n) in &g.errors {
+            let _ = writeln!(
+                out,
+                "sigil_request_errors_total{{operation=\"{op}\",mount=\"{}\",status=\"{status}\"}} {n}",
+                escape(mount)
+            );
+        }
+        out.push_str("# HELP sigil_audit_failures_total Requests refused because no audit device recorded them.\n");
+        out.push_str("# TYPE sigil_audit_failures_total counter\n");
+        let _ = writeln!(out, "sigil_audit_failures_total {}", g.audit_failures);
+        if let Some(t) = gauges.tokens {
+            out.push_str("# HELP sigil_tokens Service tokens in the token store.\n");
+            out.push_str("# TYPE sigil_tokens gauge\n");
+            let _ = writeln!(out, "sigil_tokens {t}");
+        }
+        out
+    }
+
+    /// The JSON form (Vault's `sys/metrics` shape: Gauges, Counters,
+    /// Samples).
+    pub fn json(&self, gauges: &Gauges) -> Value {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let samples: Vec<Value> = g
+            .requests
+            .iter()
+            .map(|((op, mount), h)| {
+                json!({
+                    "Name": "sigil.request.duration",
+                    "Count": h.count,
+                    "Sum": h.sum * 1000.0,
+                    "Mean": if h.count > 0 { h.sum * 1000.0 / h.count as f64 } else { 0.0 },
+                    "Labels": { "operation": op.as_str(), "mount": mount },
+                })
+            })
+            .collect();
+        let mut counters: Vec<Value> = g
+            .errors
+            .iter()
+            .map(|((op, mount, status), n)| {
+                json!({
+                    "Name": "sigil.request.errors",
+                    "Count": n,
+                    "Labels": { "operation": op.as_str(), "mount": mount, "status": status },
+                })
+            })
+            .collect();
+        counters.push(
+            json!({ "Name": "sigil.audit.failures", "Count": g.audit_failures, "Labels": {} }),
+        );
+        let mut gauge_list = Vec::new();
+        if let Some(t) = gauges.tokens {
+            gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
+        }
+        json!({
+            "Timestamp": time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            "Gauges": gauge_list,
+            "Counters": counters,
+            "Samples": samples,
+        })
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_histograms_errors_and_gauges() {
+        let m = Metrics::new();
+        m.observe_request(Operation::Read, "secret/", Duration::from_micros(300), None);
+        m.observe_request(
+            Operation::Read,
+            "secret/",
+            Duration::from_millis(3),
+            Some(&ApiError::PermissionDenied),
+        );
+        m.audit_failure();
+        let text = m.prometheus(&Gauges {
+            tokens: Some(3),
+            sealed: false,
+        });
+        assert!(text.contains(
+            "sigil_request_duration_seconds_bucket{operation=\"read\",mount=\"secret/\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains(
+            "sigil_request_duration_seconds_count{operation=\"read\",mount=\"secret/\"} 2"
+        ));
+        assert!(text.contains(
+            "sigil_request_errors_total{operation=\"read\",mount=\"secret/\",status=\"403\"} 1"
+        ));
+        assert!(text.contains("sigil_audit_failures_total 1"));
+        assert!(text.contains("sigil_tokens 3"));
+        let j = m.json(&Gauges::default());
+        assert_eq!(j["Samples"][0]["Count"], 2);
+        assert_eq!(m.request_count(Operation::Read, "secret/"), 2);
+    }
+}

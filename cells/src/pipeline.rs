@@ -1,0 +1,562 @@
+//! The request pipeline: the one path every request takes, whichever front
+//! end it came through (docs/architecture.md, "Request pipeline"):
+//!
+//! `check path → route → authenticate → revocation filter → ACL → spend a
+//! use → audit request → engine → lease registration → wrap → audit
+//! response`.
+//!
+//! Audit is fail-closed: with any audit device enabled, a request that no
+//! device recorded fails with 500 before the engine runs, so nothing changes.
+//!
+//! A [`Pipeline`] is built from barrier contents (mount tables, policies,
+//! audit devices) after each unseal and dropped on seal.
+
+mod policies;
+mod sys;
+mod token_auth;
+mod wrapping;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+use sigil_hsm::SecretString;
+use time::OffsetDateTime;
+
+pub use policies::PolicyStore;
+
+use crate::api_error::ApiError;
+use crate::audit::{AuditAuth, AuditBroker, AuditError, AuditMount, AuditRequest, AuditResponse};
+use crate::barrier::Barrier;
+use crate::engine::{CallerInfo, Engine, EngineCtx};
+use crate::logical::{self, Data, Operation, Request, Response};
+use crate::metrics::Metrics;
+use crate::mounts::{MountEntry, Router, Table};
+use crate::policy::Acl;
+use crate::token::{TokenEntry, TokenStore};
+use crate::view::BarrierView;
+
+/// Barrier key of both mount tables.
+const MOUNTS_KEY: &str = "core/mounts";
+
+/// Checks each request against credentials revoked anywhere in the system
+/// (filled by the gossip mesh; see docs/architecture.md, "Revocation path").
+pub trait RevocationFilter: Send + Sync + std::fmt::Debug {
+    /// Whether the token (by accessor) or the identity it was issued to has
+    /// been revoked.
+    fn is_revoked(&self, entry: &TokenEntry) -> bool;
+}
+
+/// The filter of a node that has heard of no revocations.
+#[derive(Debug, Default)]
+pub struct NoRevocations;
+
+impl RevocationFilter for NoRevocations {
+    fn is_revoked(&self, _: &TokenEntry) -> bool {
+        false
+    }
+}
+
+/// A request's authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: SecretString,
+    pub entry: TokenEntry,
+    pub acl: Arc<Acl>,
+    pub info: CallerInfo,
+    /// The request's path grants `sudo`.
+    pub sudo: bool,
+}
+
+impl Caller {
+    pub fn is_root(&self) -> bool {
+        self.entry.is_root()
+    }
+}
+
+/// Paths (relative to `sys/`) that need `sudo` on top of the operation's
+/// capability, as in Vault's system backend.
+const SYS_SUDO: &[&str] = &[
+    "auth/",
+    "audit",
+    "audit/",
+    "audit-hash/",
+    "remount",
+    "rotate",
+    "raw",
+    "raw/",
+    "leases/revoke-prefix/",
+    "leases/revoke-force/",
+    "leases/lookup/",
+];
+/// The same for `auth/token/`.
+const TOKEN_SUDO: &[&str] = &["revoke-orphan", "accessors", "tidy"];
+
+#[derive(Debug)]
+pub struct Pipeline {
+    barrier: Barrier,
+    generation: u64,
+    tokens: TokenStore,
+    router: RwLock<Arc<Router>>,
+    /// Serialises mount-table changes.
+    mount_lock: tokio::sync::Mutex<()>,
+    engines: BTreeMap<&'static str, Arc<dyn Engine>>,
+    policies: PolicyStore,
+    audit: AuditBroker,
+    /// Devices in the audit table, started or not (fail-closed when some
+    /// are configured but none runs).
+    audit_expected: AtomicUsize,
+    revocation: Arc<dyn RevocationFilter>,
+    metrics: Arc<Metrics>,
+    /// Recent remounts, for `sys/remount/status/:id`.
+    remounts: std::sync::Mutex<BTreeMap<String, Value>>,
+}
+
+impl Pipeline {
+    /// Builds the pipeline from what the (unsealed) barrier holds, creating
+    /// the default mounts the first time.
+    pub async fn load(
+        barrier: Barrier,
+        tokens: TokenStore,
+        revocation: Arc<dyn RevocationFilter>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ApiError> {
+        let generation = barrier.generation();
+        let mounts: Vec<MountEntry> = match barrier.get(MOUNTS_KEY)? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::Internal(format!("mount table is corrupt: {e}")))?,
+            None => {
+                let defaults = crate::mounts::default_mounts(false);
+                barrier.put(MOUNTS_KEY, &to_json(&defaults)?)?;
+                defaults
+            }
+        };
+        let engines = crate::engines::builtin()
+            .into_iter()
+            .map(|e| (e.kind(), e))
+            .collect();
+        let policies = PolicyStore::new(barrier.clone());
+        let audit = AuditBroker::new();
+        let pipeline = Self {
+            generation,
+            tokens,
+            router: RwLock::new(Arc::new(Router::new(mounts))),
+            mount_lock: tokio::sync::Mutex::new(()),
+            engines,
+            policies,
+            audit,
+            audit_expected: AtomicUsize::new(0),
+            revocation,
+            metrics,
+            remounts: std::sync::Mutex::default(),
+            barrier,
+        };
+        sys::load_audit_devices(&pipeline).await?;
+        Ok(pipeline)
+    }
+
+    /// The unseal this pipeline was built for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn tokens(&self) -> &TokenStore {
+        &self.tokens
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Serves one request.
+    pub async fn handle(&self, req: Request) -> Result<Response, ApiError> {
+        let started = std::time::Instant::now();
+        let op = req.operation;
+        let (mount_label, result) = self.run(req).await;
+        self.metrics
+            .observe_request(op, &mount_label, started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    async fn run(&self, mut req: Request) -> (String, Result<Response, ApiError>) {
+        if let Err(e) = logical::check_path(&req.path) {
+            return (String::new(), Err(e));
+        }
+        let router = self.router();
+        let Some((mount, rel)) = router.route(&req.path) else {
+            return (
+                String::new(),
+                Err(ApiError::NotFound(format!(
+                    "no handler for route {:?}. route entry not found.",
+                    req.path
+                ))),
+            );
+        };
+        let label = mount.route_prefix();
+        let rel = rel.to_owned();
+        let result = self.run_routed(&mut req, &mount, &rel).await;
+        (label, result)
+    }
+
+    async fn run_routed(
+        &self,
+        req: &mut Request,
+        mount: &Arc<MountEntry>,
+        rel: &str,
+    ) -> Result<Response, ApiError> {
+        let now = OffsetDateTime::now_utc();
+        // Looking up a wrapping token, or unwrapping one named in the body,
+        // needs no other credential: the wrapping token is the credential.
+        if mount.mount_type == "system" && is_unauthenticated_wrapping(rel, req) {
+            let audit_in = self.audit_input(req, mount, None);
+            self.audit_request(&audit_in).await?;
+            let result = if rel == "wrapping/lookup" {
+                wrapping::lookup(self, req, now.unix_timestamp()).await
+            } else {
+                wrapping::unwrap_named(self, req).await
+            }
+            .map(|mut r| {
+                r.mount_type = mount.mount_type.clone();
+                r
+            });
+            self.audit_response(&audit_in, mount, result.as_ref())
+                .await?;
+            return result;
+        }
+        let mut caller = match self.authenticate(req, now.unix_timestamp()) {
+            Ok(c) => c,
+            // Unwrapping with a dead wrapping token is a bad request, not a
+            // permission problem (as in Vault).
+            Err(ApiError::PermissionDenied) if rel == "wrapping/unwrap" => {
+                return Err(wrapping::invalid_token());
+            }
+            Err(e) => return Err(e),
+        };
+        if self.revocation.is_revoked(&caller.entry) {
+            return Err(ApiError::PermissionDenied);
+        }
+        let ctx = EngineCtx {
+            view: BarrierView::new(self.barrier.clone(), &mount.storage_prefix()),
+            mount,
+            path: rel,
+            caller: Some(&caller.info),
+            now,
+        };
+        let engine = self.engines.get(mount.mount_type.as_str()).cloned();
+        if req.operation == Operation::Update
+            && let Some(engine) = &engine
+            && engine.exists(&ctx, req)? == Some(false)
+        {
+            req.operation = Operation::Create;
+        }
+        let authorized = caller
+            .acl
+            .authorize(req.operation, &req.path, &req.data, req.wrap_ttl)
+            .map_err(|denied| {
+                tracing::debug!(path = %req.path, reason = %denied, "request denied by policy");
+                ApiError::PermissionDenied
+            })?;
+        if needs_sudo(mount, rel) && !authorized.sudo {
+            return Err(ApiError::PermissionDenied);
+        }
+        caller.sudo = authorized.sudo;
+        // Spend a use before the work: a token with no uses left is dead.
+        let mut revoked_by_use = Vec::new();
+        if caller.entry.num_uses > 0 {
+            match self.tokens.spend_use(&caller.entry.hash)? {
+                None => return Err(ApiError::PermissionDenied),
+                Some(e) if e.num_uses == 0 => revoked_by_use.push(caller.entry.hash.clone()),
+                Some(_) => {}
+            }
+        }
+        let audit_in = self.audit_input(req, mount, Some(&caller));
+        self.audit_request(&audit_in).await?;
+
+        let result = match mount.mount_type.as_str() {
+            "system" => sys::handle(self, req, rel, &caller).await,
+            "token" if mount.table == Table::Auth => {
+                token_auth::handle(self, req, rel, &caller, mount).await
+            }
+            _ => match &engine {
+                Some(engine) => engine.handle(&ctx, req).await,
+                None => Err(ApiError::Internal(format!(
+                    "no engine for mount type {:?}",
+                    mount.mount_type
+                ))),
+            },
+        };
+        let result = match result {
+            Ok(mut resp) => {
+                resp.mount_type = mount.mount_type.clone();
+                match req.wrap_ttl {
+                    Some(ttl) if should_wrap(&resp) && rel != "wrapping/unwrap" => {
+                        wrapping::wrap(self, req, resp, ttl, now.unix_timestamp()).await
+                    }
+                    _ => Ok(resp),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // The wrapping token's cubbyhole is read by the unwrap above; only
+        // now may it go.
+        self.cleanup_revoked(&revoked_by_use).await;
+        self.audit_response(&audit_in, mount, result.as_ref())
+            .await?;
+        result
+    }
+
+    /// Resolves the request's token to a caller with a compiled ACL.
+    fn authenticate(&self, req: &Request, now: i64) -> Result<Caller, ApiError> {
+        let token = req.token.clone().ok_or(ApiError::PermissionDenied)?;
+        // A malformed token cannot exist; skip the lookup.
+        if token.expose().is_empty() || token.expose().len() > 256 {
+            return Err(ApiError::PermissionDenied);
+        }
+        let entry = self
+            .tokens
+            .lookup_live(&token, now)?
+            .ok_or(ApiError::PermissionDenied)?;
+        let acl = if entry.is_root() {
+            Arc::new(Acl::root())
+        } else {
+            self.policies.acl(&entry.policies)?
+        };
+        let info = CallerInfo {
+            accessor: entry.accessor.clone(),
+            token_hash: entry.hash.clone(),
+            display_name: entry.display_name.clone(),
+            policies: entry.policies.clone(),
+        };
+        Ok(Caller {
+            token,
+            entry,
+            acl,
+            info,
+            sudo: false,
+        })
+    }
+
+    /// Removes what belonged to revoked tokens: their cubbyholes.
+    async fn cleanup_revoked(&self, hashes: &[String]) {
+        if hashes.is_empty() {
+            return;
+        }
+        let router = self.router();
+        let Some(cubby) = router.all().find(|m| m.mount_type == "cubbyhole").cloned() else {
+            return;
+        };
+        let view = BarrierView::new(self.barrier.clone(), &cubby.storage_prefix());
+        for h in hashes {
+            if let Err(e) = crate::engines::cubbyhole::destroy_for_token(&view, h).await {
+                tracing::warn!(error = %e, "could not clear a revoked token's cubbyhole; tidy will retry");
+            }
+        }
+    }
+
+    fn router(&self) -> Arc<Router> {
+        self.router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reopens the audit devices' destinations (SIGHUP).
+    pub async fn reopen_audit(&self) -> Result<(), ApiError> {
+        self.audit
+            .reopen()
+            .await
+            .map_err(|e| ApiError::Internal(format!("audit reopen: {e}")))
+    }
+
+    /// Revokes up to `limit` expired tokens and clears their cubbyholes.
+    pub async fn sweep_expired_tokens(&self, limit: usize) -> Result<usize, ApiError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let revoked = self.tokens.sweep_expired(now, limit)?;
+        self.cleanup_revoked(&revoked).await;
+        if !revoked.is_empty() {
+            tracing::info!(count = revoked.len(), "expired tokens revoked");
+        }
+        Ok(revoked.len())
+    }
+
+    /// What the audit log records of a request; `None` when no device is
+    /// enabled (the hot path then builds nothing).
+    fn audit_input(
+        &self,
+        req: &Request,
+        mount: &MountEntry,
+        caller: Option<&Caller>,
+    ) -> Option<(AuditAuth, AuditRequest)> {
+        if self.audit.is_empty() && self.audit_expected.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let auth = caller
+            .map(|c| AuditAuth {
+                client_token: Some(c.token.clone()),
+                accessor: c.entry.accessor.clone(),
+                display_name: c.entry.display_name.clone(),
+                policies: c.entry.policies.clone(),
+                token_policies: c.entry.policies.clone(),
+                identity_policies: Vec::new(),
+                metadata: c.entry.meta.clone(),
+                entity_id: c.entry.entity_id.clone(),
+                token_type: "service".into(),
+                token_ttl: c.entry.remaining_ttl(now),
+            })
+            .unwrap_or_default();
+        let accessor = caller
+            .map(|c| c.entry.accessor.as_str())
+            .unwrap_or_default();
+        let request = AuditRequest::new(req, &AuditMount::from_mount(mount), accessor);
+        Some((auth, request))
+    }
+
+    /// Fail-closed: with devices configured, the request goes on only if one
+    /// of them recorded it. A configured device that could not start counts
+    /// as configured, so a broken device never turns auditing off.
+    async fn audit_request(
+        &self,
+        input: &Option<(AuditAuth, AuditRequest)>,
+    ) -> Result<(), ApiError> {
+        let Some((auth, request)) = input else {
+            return Ok(());
+        };
+        if self.audit.is_empty() {
+            return Err(self.audit_failed(AuditError::NoDeviceRecorded));
+        }
+        self.audit
+            .log_request(auth, request, None)
+            .await
+            .map_err(|e| self.audit_failed(e))
+    }
+
+    async fn audit_response(
+        &self,
+        input: &Option<(AuditAuth, AuditRequest)>,
+        mount: &MountEntry,
+        result: Result<&Response, &ApiError>,
+    ) -> Result<(), ApiError> {
+        let Some((auth, request)) = input else {
+            return Ok(());
+        };
+        if self.audit.is_empty() {
+            return Err(self.audit_failed(AuditError::NoDeviceRecorded));
+        }
+        let m = AuditMount::from_mount(mount);
+        let empty = Response::empty();
+        let (resp, error) = match result {
+            Ok(r) => (r, None),
+            Err(e) => (&empty, Some(e.to_string())),
+        };
+        self.audit
+            .log_response(
+                auth,
+                request,
+                &AuditResponse::new(resp, &m),
+                error.as_deref(),
+            )
+            .await
+            .map_err(|e| self.audit_failed(e))
+    }
+
+    fn audit_failed(&self, e: AuditError) -> ApiError {
+        self.metrics.audit_failure();
+        tracing::error!(error = %e, "no audit device recorded the request; refusing it");
+        ApiError::Internal("internal error".into())
+    }
+
+    fn record_remount(&self, id: &str, info: Value) {
+        let mut m = self.remounts.lock().unwrap_or_else(|p| p.into_inner());
+        // Keep the most recent few; status is for the operator who just moved.
+        if m.len() >= 64
+            && let Some(k) = m.keys().next().cloned()
+        {
+            m.remove(&k);
+        }
+        m.insert(id.to_owned(), info);
+    }
+
+    fn remount_status(&self, id: &str) -> Option<Value> {
+        let m = self.remounts.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id)
+            .map(|info| json!({ "migration_id": id, "migration_info": info }))
+    }
+
+    fn metrics_response(&self, format: &str) -> Result<Response, ApiError> {
+        let gauges = crate::metrics::Gauges {
+            tokens: self.tokens.count().ok().map(|n| n as u64),
+            sealed: false,
+        };
+        match format {
+            "prometheus" => Ok(Response {
+                raw: Some(logical::RawBody {
+                    content_type: "text/plain; version=0.0.4".into(),
+                    body: self.metrics.prometheus(&gauges).into_bytes(),
+                }),
+                ..Response::default()
+            }),
+            "" | "json" => Ok(data(self.metrics.json(&gauges))),
+            other => Err(ApiError::InvalidRequest(format!(
+                "unknown metrics format {other:?}: want prometheus or json"
+            ))),
+        }
+    }
+
+    /// Writes a new mount table and swaps the router. Callers hold
+    /// `mount_lock`.
+    fn save_mounts(&self, entries: Vec<MountEntry>) -> Result<(), ApiError> {
+        self.barrier.put(MOUNTS_KEY, &to_json(&entries)?)?;
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Router::new(entries));
+        Ok(())
+    }
+}
+
+fn needs_sudo(mount: &MountEntry, rel: &str) -> bool {
+    let list = match (mount.table, mount.mount_type.as_str()) {
+        (Table::Secrets, "system") => SYS_SUDO,
+        (Table::Auth, "token") => TOKEN_SUDO,
+        _ => return false,
+    };
+    list.iter().any(|p| {
+        if p.ends_with('/') {
+            rel.starts_with(p)
+        } else {
+            rel == *p || rel.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
+        }
+    })
+}
+
+fn is_unauthenticated_wrapping(rel: &str, req: &Request) -> bool {
+    match rel {
+        "wrapping/lookup" => true,
+        "wrapping/unwrap" => req
+            .data
+            .get("token")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty()),
+        _ => false,
+    }
+}
+
+fn should_wrap(resp: &Response) -> bool {
+    resp.data.is_some() || resp.auth.is_some() || resp.lease.is_some()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("encoding: {e}")))
+}
+
+/// `data` as a JSON object value.
+fn obj(v: Value) -> Data {
+    match v {
+        Value::Object(m) => m,
+        _ => Data::new(),
+    }
+}
+
+/// `json!` for response data.
+fn data(v: Value) -> Response {
+    Response::data(obj(v))
+}
