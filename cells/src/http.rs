@@ -127,7 +127,11 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
     let method = req.method().clone();
     let headers = req.headers().clone();
     let p = parse(st, req).await?;
-    let list_query = matches!(p.query.get("list").map(String::as_str), Some("true" | "1"));
+    // Go's strconv.ParseBool, as Vault reads it (hvac sends `list=True`).
+    let list_query = matches!(
+        p.query.get("list").map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    );
     let operation = match method.as_str() {
         "LIST" => Operation::List,
         "GET" | "HEAD" if list_query => Operation::List,

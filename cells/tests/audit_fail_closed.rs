@@ -160,7 +160,7 @@ fn a_hung_socket_device_does_not_stall_requests_while_a_file_device_records() {
         .read_to_string(&mut text)
         .expect("read");
     for i in 0..writes {
-        let path = format!("secret/data/k{i}");
+        let path = format!("\"path\":\"secret/data/k{i}\"");
         let n = text.lines().filter(|l| l.contains(&path)).count();
         assert_eq!(n, 2, "request and response of {path} in the file device");
     }

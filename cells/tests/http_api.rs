@@ -395,9 +395,17 @@ async fn unknown_paths_and_methods() {
         )
         .await;
     api.put("sys/unseal", json!({"key": init["keys"][0]})).await;
-    let (s, v) = api.get("sys/nope").await;
+    let root = init["root_token"].as_str().expect("root token");
+    // Without a token nothing is revealed, not even whether a path exists.
+    let (s, _) = api.get("sys/nope").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, v) = api.call(Method::GET, "sys/nope", Some(root), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v, json!({"errors": []}));
+    let (s, _, v) = api.call(Method::GET, "nomount/x", Some(root), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _, v) = api.call(Method::PATCH, "sys/mounts", Some(root), None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
     let (s, _, v) = api
         .call(Method::DELETE, "sys/seal-status", None, None)
         .await;
