@@ -404,7 +404,9 @@ async fn unknown_paths_and_methods() {
     assert_eq!(v, json!({"errors": []}));
     let (s, _, v) = api.call(Method::GET, "nomount/x", Some(root), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
-    let (s, _, v) = api.call(Method::PATCH, "sys/mounts", Some(root), None).await;
+    let (s, _, v) = api
+        .call(Method::PATCH, "sys/mounts", Some(root), None)
+        .await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
     let (s, _, v) = api
         .call(Method::DELETE, "sys/seal-status", None, None)

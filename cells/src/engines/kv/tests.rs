@@ -45,9 +45,11 @@ fn body(resp: Response) -> Value {
     Value::Object(resp.data.expect("response has data"))
 }
 
+/// A 400: bad input, or a check-and-set precondition that did not hold
+/// (also 400 over HTTP, FAILED_PRECONDITION over gRPC).
 fn bad_request(res: Result<Response, ApiError>) -> String {
     match res {
-        Err(ApiError::InvalidRequest(m)) => m,
+        Err(ApiError::InvalidRequest(m) | ApiError::CheckAndSet(m)) => m,
         other => panic!("expected a 400, got {other:?}"),
     }
 }

@@ -460,11 +460,11 @@ fn missing_version(key: &str, n: u64) -> ApiError {
 
 fn check_cas(cas: Option<u64>, config: &KvConfig, meta: &KeyMetadata) -> Result<(), ApiError> {
     match cas {
-        Some(c) if c != meta.current_version => Err(ApiError::InvalidRequest(
+        Some(c) if c != meta.current_version => Err(ApiError::CheckAndSet(
             "check-and-set parameter did not match the current version".into(),
         )),
         Some(_) => Ok(()),
-        None if config.cas_required || meta.cas_required => Err(ApiError::InvalidRequest(
+        None if config.cas_required || meta.cas_required => Err(ApiError::CheckAndSet(
             "check-and-set parameter required for this call".into(),
         )),
         None => Ok(()),
