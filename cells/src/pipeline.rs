@@ -529,6 +529,9 @@ fn needs_sudo(mount: &MountEntry, rel: &str) -> bool {
 }
 
 fn is_unauthenticated_wrapping(rel: &str, req: &Request) -> bool {
+    if !matches!(req.operation, Operation::Update | Operation::Create) {
+        return false;
+    }
     match rel {
         "wrapping/lookup" => true,
         "wrapping/unwrap" => req
