@@ -1,0 +1,133 @@
+//! One bench client: the same calls over either transport.
+//!
+//! Connections: HTTP clients of a level share one `reqwest::Client`, whose
+//! pool ends up holding one HTTP/1.1 connection per concurrent client task
+//! (a closed loop never has more requests in flight than tasks). To match,
+//! every gRPC client task gets its own `Channel`, i.e. its own HTTP/2
+//! connection, rather than all tasks multiplexing one connection: N clients
+//! means N connections on both transports, as N independent workloads would
+//! open, and the server's per-connection work is spread the same way.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use super::grpc::GrpcKv;
+use super::http::HttpKv;
+use super::workload::{KeySpace, Workload};
+use super::{Target, Transport};
+use crate::Error;
+use crate::token::Token;
+
+/// How long one operation may take before it counts as an error, so a
+/// stalled server cannot hold a level open past its end indefinitely.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where one target listens.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The HTTP API's base URL, e.g. `http://127.0.0.1:8200`.
+    pub http: reqwest::Url,
+    /// The gRPC endpoint as a URI, e.g. `http://127.0.0.1:8201`.
+    pub grpc: String,
+}
+
+/// What every client of a run shares.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The KV v2 mount, without slashes, e.g. `secret`.
+    pub mount: String,
+    pub keys: KeySpace,
+    pub token: Token,
+    /// The value every write stores.
+    pub value: String,
+    /// PEM CA certificate(s) to trust for `https` endpoints.
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+/// One failed operation, counted in its level's row. The message is the
+/// server's status and error text (never the token or a value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OpError(pub String);
+
+/// A client of one transport.
+#[derive(Debug, Clone)]
+pub enum Client {
+    Http(HttpKv),
+    Grpc(GrpcKv),
+}
+
+impl Client {
+    /// `count` clients of `target` over `transport`, connected.
+    pub async fn connect_many(
+        target: Target,
+        transport: Transport,
+        endpoints: &Endpoints,
+        spec: &ClientSpec,
+        count: usize,
+    ) -> Result<Vec<Client>, Error> {
+        let fail = |endpoint: &str, reason: String| Error::Connect {
+            target,
+            transport,
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        match transport {
+            Transport::Http => {
+                let http = HttpKv::new(&endpoints.http, spec)
+                    .map_err(|e| fail(endpoints.http.as_str(), e))?;
+                Ok(vec![Client::Http(http); count])
+            }
+            Transport::Grpc => {
+                let mut clients = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let grpc = GrpcKv::connect(&endpoints.grpc, spec)
+                        .await
+                        .map_err(|e| fail(&endpoints.grpc, e))?;
+                    clients.push(Client::Grpc(grpc));
+                }
+                Ok(clients)
+            }
+        }
+    }
+
+    /// One operation of `workload` on key `key`.
+    pub async fn run(&mut self, workload: Workload, key: usize) -> Result<(), OpError> {
+        match workload {
+            Workload::KvRead => self.read(key).await,
+            Workload::KvWrite => self.write(key).await,
+        }
+    }
+
+    /// Reads the latest version of key `key`.
+    pub async fn read(&mut self, key: usize) -> Result<(), OpError> {
+        match self {
+            Client::Http(c) => c.read(key).await,
+            Client::Grpc(c) => c.read(key).await,
+        }
+    }
+
+    /// Writes the run's value to key `key`.
+    pub async fn write(&mut self, key: usize) -> Result<(), OpError> {
+        match self {
+            Client::Http(c) => c.write(key).await,
+            Client::Grpc(c) => c.write(key).await,
+        }
+    }
+}
+
+/// An error and its sources, `outer: inner: root`, since transport errors
+/// keep the useful part ("connection refused") in their sources.
+pub(crate) fn describe(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
