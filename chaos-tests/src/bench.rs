@@ -256,6 +256,16 @@ pub async fn run(
     })
 }
 
+/// Makes aws-lc-rs the process's rustls provider (the node's only crypto
+/// library), as the `sigil` binary does: reqwest is built without a provider
+/// of its own and tonic takes the process default. Idempotent; a provider
+/// installed earlier by the embedding program is kept.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::CryptoProvider::install_default(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    );
+}
+
 /// Writes every key once, stopping at the first failure.
 async fn set_up(
     target: Target,

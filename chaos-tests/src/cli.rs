@@ -194,11 +194,7 @@ fn grpc_uri(addr: &str) -> Result<String, Error> {
 /// Runs the CLI; the return value is the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One process-wide TLS provider, as the `sigil` binary does: reqwest is
-    // built without one and tonic takes the process default.
-    let _ = rustls::crypto::CryptoProvider::install_default(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    );
+    bench::install_crypto_provider();
     // The same runtime the `sigil` binary builds: multi-thread, one worker
     // per core.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -320,7 +316,7 @@ mod tests {
         let err = |args: &[&str]| parse(args).into_config().expect_err("invalid").to_string();
         assert!(err(&["kv-read", "--bare", "--clients", "0"]).contains("--clients"));
         assert!(err(&["kv-read", "--bare", "--duration", "0"]).contains("--duration"));
-        assert!(err(&["kv-read", "--bare", "--warmup", "-1"]).contains("--warmup"));
+        assert!(err(&["kv-read", "--bare", "--warmup=-1"]).contains("--warmup"));
         assert!(err(&["kv-read", "--bare", "--keys", "0"]).contains("--keys"));
         assert!(err(&["kv-read", "--addr", "ftp://x", "--token", "t"]).contains("--addr"));
         assert!(err(&["kv-read", "--grpc-addr", "::bad", "--token", "t"]).contains("--grpc-addr"));

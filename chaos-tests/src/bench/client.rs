@@ -66,6 +66,7 @@ impl Client {
         spec: &ClientSpec,
         count: usize,
     ) -> Result<Vec<Client>, Error> {
+        super::install_crypto_provider();
         let fail = |endpoint: &str, reason: String| Error::Connect {
             target,
             transport,
