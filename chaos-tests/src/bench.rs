@@ -185,7 +185,7 @@ pub async fn run(
         Target::Sigil => config.sigil.as_ref(),
         Target::Bare => bare.as_ref().map(BareServers::endpoints),
     };
-    let spec = |_target: Target| ClientSpec {
+    let spec = ClientSpec {
         mount: config.mount.clone(),
         keys: KeySpace::new(config.keys),
         // Only the bare target can run without a token (checked above).
@@ -216,7 +216,7 @@ pub async fn run(
                 transport,
                 keys: config.keys,
             });
-            set_up(target, transport, endpoints, &spec(target)).await?;
+            set_up(target, transport, endpoints, &spec).await?;
         }
         for &clients in &config.clients {
             for &target in &targets {
@@ -229,8 +229,7 @@ pub async fn run(
                     clients,
                 });
                 let conns =
-                    Client::connect_many(target, transport, endpoints, &spec(target), clients)
-                        .await?;
+                    Client::connect_many(target, transport, endpoints, &spec, clients).await?;
                 let outcome = run_level(conns, plan).await;
                 let row = Row::new(target, transport, clients, &outcome);
                 progress(Progress::Row {
@@ -273,17 +272,15 @@ async fn set_up(
     endpoints: &Endpoints,
     spec: &ClientSpec,
 ) -> Result<(), Error> {
-    let mut clients = Client::connect_many(target, transport, endpoints, spec, 1).await?;
-    for client in &mut clients {
-        for key in 0..spec.keys.len() {
-            client.write(key).await.map_err(|e| Error::Setup {
-                target,
-                transport,
-                mount: spec.mount.clone(),
-                path: spec.keys.path(key).to_owned(),
-                reason: e.0,
-            })?;
-        }
+    let mut client = Client::connect(target, transport, endpoints, spec).await?;
+    for key in 0..spec.keys.len() {
+        client.write(key).await.map_err(|e| Error::Setup {
+            target,
+            transport,
+            mount: spec.mount.clone(),
+            path: spec.keys.path(key).to_owned(),
+            reason: e.0,
+        })?;
     }
     Ok(())
 }

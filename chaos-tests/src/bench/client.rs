@@ -1,12 +1,13 @@
 //! One bench client: the same calls over either transport.
 //!
-//! Connections: HTTP clients of a level share one `reqwest::Client`, whose
-//! pool ends up holding one HTTP/1.1 connection per concurrent client task
-//! (a closed loop never has more requests in flight than tasks). To match,
-//! every gRPC client task gets its own `Channel`, i.e. its own HTTP/2
-//! connection, rather than all tasks multiplexing one connection: N clients
-//! means N connections on both transports, as N independent workloads would
-//! open, and the server's per-connection work is spread the same way.
+//! Connections: every client task has its own connection, reused for all of
+//! its requests: its own `reqwest::Client` (a pool that, in a closed loop,
+//! holds one connection) and its own tonic `Channel` (one HTTP/2
+//! connection), rather than all tasks multiplexing on one HTTP/2 connection.
+//! N clients means N connections on both transports and over TLS alike (where
+//! a shared reqwest pool would negotiate HTTP/2 and multiplex), as N
+//! independent workloads would open, and the server's per-connection work is
+//! spread the same way.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -58,14 +59,14 @@ pub enum Client {
 }
 
 impl Client {
-    /// `count` clients of `target` over `transport`, connected.
-    pub async fn connect_many(
+    /// A client of `target` over `transport`, connected (gRPC) or ready to
+    /// connect on first use (HTTP).
+    pub async fn connect(
         target: Target,
         transport: Transport,
         endpoints: &Endpoints,
         spec: &ClientSpec,
-        count: usize,
-    ) -> Result<Vec<Client>, Error> {
+    ) -> Result<Client, Error> {
         super::install_crypto_provider();
         let fail = |endpoint: &str, reason: String| Error::Connect {
             target,
@@ -74,22 +75,29 @@ impl Client {
             reason,
         };
         match transport {
-            Transport::Http => {
-                let http = HttpKv::new(&endpoints.http, spec)
-                    .map_err(|e| fail(endpoints.http.as_str(), e))?;
-                Ok(vec![Client::Http(http); count])
-            }
-            Transport::Grpc => {
-                let mut clients = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let grpc = GrpcKv::connect(&endpoints.grpc, spec)
-                        .await
-                        .map_err(|e| fail(&endpoints.grpc, e))?;
-                    clients.push(Client::Grpc(grpc));
-                }
-                Ok(clients)
-            }
+            Transport::Http => HttpKv::new(&endpoints.http, spec)
+                .map(Client::Http)
+                .map_err(|e| fail(endpoints.http.as_str(), e)),
+            Transport::Grpc => GrpcKv::connect(&endpoints.grpc, spec)
+                .await
+                .map(Client::Grpc)
+                .map_err(|e| fail(&endpoints.grpc, e)),
         }
+    }
+
+    /// `count` independent clients, each with its own connection.
+    pub async fn connect_many(
+        target: Target,
+        transport: Transport,
+        endpoints: &Endpoints,
+        spec: &ClientSpec,
+        count: usize,
+    ) -> Result<Vec<Client>, Error> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(Client::connect(target, transport, endpoints, spec).await?);
+        }
+        Ok(clients)
     }
 
     /// One operation of `workload` on key `key`.

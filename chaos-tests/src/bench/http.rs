@@ -11,8 +11,7 @@ use super::client::{ClientSpec, OP_TIMEOUT, OpError, describe};
 /// Longest excerpt of an error response body kept in an [`OpError`].
 const ERROR_BODY_EXCERPT: usize = 300;
 
-/// KV v2 over the Vault-compatible HTTP API. Cloning shares the connection
-/// pool.
+/// KV v2 over the Vault-compatible HTTP API, with its own connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpKv {
     client: reqwest::Client,
