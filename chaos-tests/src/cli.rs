@@ -1,0 +1,324 @@
+//! The `sigil-chaos` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::Error;
+use crate::bench::{self, BenchConfig, Endpoints, Progress, Transport, Workload};
+use crate::token::Token;
+
+/// Sigil's harness: measures Sigil (and will break it) from the outside.
+#[derive(Debug, Parser)]
+#[command(name = "sigil-chaos", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load generator: closed-loop clients against a Sigil node (and/or the
+    /// bare handlers), reporting ops/s and latency percentiles per level.
+    Bench(BenchArgs),
+}
+
+/// Which transports to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    Http,
+    Grpc,
+    Both,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What each client does in its loop.
+    #[arg(value_enum)]
+    pub workload: Workload,
+
+    /// Sigil's HTTP API [env: SIGIL_ADDR, then VAULT_ADDR; default
+    /// http://127.0.0.1:8200]. With --bare, Sigil is measured only when this
+    /// (or --grpc-addr) is given.
+    #[arg(long, value_name = "URL")]
+    pub addr: Option<String>,
+
+    /// Sigil's gRPC API, HOST:PORT or a URL [default: 127.0.0.1:8201].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_addr: Option<String>,
+
+    /// Client token [env: SIGIL_TOKEN, then VAULT_TOKEN].
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+
+    /// Concurrent clients; a list runs one level per count, in order.
+    #[arg(long, value_name = "N", value_delimiter = ',', num_args = 1.., default_value = "16")]
+    pub clients: Vec<usize>,
+
+    /// Measured seconds per level.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Unmeasured seconds before each level.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub warmup: f64,
+
+    /// Which API(s) to load.
+    #[arg(long, value_enum, default_value_t = TransportArg::Both)]
+    pub transport: TransportArg,
+
+    /// Also run the same clients against in-process bare axum/tonic handlers
+    /// (fixed responses), and print Sigil ÷ bare.
+    #[arg(long)]
+    pub bare: bool,
+
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The KV version 2 mount.
+    #[arg(long, default_value = "secret")]
+    pub mount: String,
+
+    /// Keys written before measuring and picked from at random.
+    #[arg(long, value_name = "K", default_value_t = 100)]
+    pub keys: usize,
+
+    /// Bytes in each written value.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub value_size: usize,
+
+    /// Seed of the key choice (same seed, same key sequence per client).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// PEM CA certificate(s) to trust for https/TLS endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+const DEFAULT_ADDR: &str = "http://127.0.0.1:8200";
+const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8201";
+
+/// `name`'s value if set and not empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl BenchArgs {
+    /// Resolves defaults and the environment, and parses every value.
+    pub fn into_config(self) -> Result<BenchConfig, Error> {
+        let addr = self
+            .addr
+            .or_else(|| env("SIGIL_ADDR"))
+            .or_else(|| env("VAULT_ADDR"));
+        let token = self
+            .token
+            .or_else(|| env("SIGIL_TOKEN"))
+            .or_else(|| env("VAULT_TOKEN"))
+            .map(Token::new);
+        let sigil = if !self.bare || addr.is_some() || self.grpc_addr.is_some() {
+            let http = addr.as_deref().unwrap_or(DEFAULT_ADDR);
+            let http = reqwest::Url::parse(http)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .ok_or_else(|| Error::Config {
+                    key: "--addr",
+                    problem: format!("`{http}` is not an http:// or https:// URL"),
+                })?;
+            let grpc = self.grpc_addr.as_deref().unwrap_or(DEFAULT_GRPC_ADDR);
+            Some(Endpoints {
+                http,
+                grpc: grpc_uri(grpc)?,
+            })
+        } else {
+            None
+        };
+        let transports = match self.transport {
+            TransportArg::Http => vec![Transport::Http],
+            TransportArg::Grpc => vec![Transport::Grpc],
+            TransportArg::Both => vec![Transport::Http, Transport::Grpc],
+        };
+        let ca_cert = match &self.ca_cert {
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::Config {
+                key: "--ca-cert",
+                problem: format!("cannot read {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
+        let config = BenchConfig {
+            workload: self.workload,
+            sigil,
+            bare: self.bare,
+            transports,
+            clients: self.clients,
+            duration: seconds("--duration", self.duration)?,
+            warmup: seconds("--warmup", self.warmup)?,
+            mount: self.mount.trim_matches('/').to_owned(),
+            keys: self.keys,
+            value_size: self.value_size,
+            seed: self.seed,
+            token,
+            ca_cert,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn seconds(key: &'static str, s: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(s).map_err(|_| Error::Config {
+        key,
+        problem: format!("`{s}` is not a number of seconds ≥ 0"),
+    })
+}
+
+/// `host:port` becomes `http://host:port`; URLs pass through.
+fn grpc_uri(addr: &str) -> Result<String, Error> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    match reqwest::Url::parse(&uri) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(uri),
+        _ => Err(Error::Config {
+            key: "--grpc-addr",
+            problem: format!("`{addr}` is not HOST:PORT or an http(s) URL"),
+        }),
+    }
+}
+
+/// Runs the CLI; the return value is the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    bench::install_crypto_provider();
+    // The same runtime the `sigil` binary builds: multi-thread, one worker
+    // per core.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Bench(args) => runtime.block_on(run_bench(args)),
+    }
+}
+
+async fn run_bench(args: BenchArgs) -> ExitCode {
+    let json = args.json;
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench::run(&config, print_progress).await {
+        Ok(report) => {
+            println!("{report}");
+            if json {
+                println!("{}", report.to_json_line());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Progress goes to stderr, so stdout holds only the table and JSON line.
+fn print_progress(p: Progress<'_>) {
+    match p {
+        Progress::BareListening { http, grpc } => {
+            eprintln!("bare servers listening: http {http}, grpc {grpc}");
+        }
+        Progress::SettingUp {
+            target,
+            transport,
+            keys,
+        } => eprintln!("{target} {transport}: writing {keys} keys"),
+        Progress::Level {
+            target,
+            transport,
+            clients,
+        } => eprintln!("{target} {transport}: {clients} clients"),
+        Progress::Row { row, first_error } => {
+            eprintln!(
+                "  {:.1} ops/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",
+                row.ops_per_sec, row.p50_ms, row.p99_ms, row.max_ms, row.errors
+            );
+            if let Some(e) = first_error {
+                eprintln!("  first error: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> BenchArgs {
+        let mut argv = vec!["sigil-chaos", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Bench(b),
+            }) => b,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn client_lists_and_defaults() {
+        let a = parse(&["kv-read", "--clients", "1,16,64"]);
+        assert_eq!(a.clients, vec![1, 16, 64]);
+        assert_eq!(a.workload, Workload::KvRead);
+        assert_eq!(a.transport, TransportArg::Both);
+        assert_eq!(a.mount, "secret");
+        assert_eq!(a.keys, 100);
+        let a = parse(&["kv-write", "--clients", "2", "4"]);
+        assert_eq!(a.clients, vec![2, 4]);
+    }
+
+    #[test]
+    fn bare_alone_measures_no_sigil() {
+        if env("SIGIL_ADDR").is_none() && env("VAULT_ADDR").is_none() {
+            let c = parse(&["kv-read", "--bare"]).into_config().expect("config");
+            assert!(c.sigil.is_none());
+        }
+        let c = parse(&[
+            "kv-read",
+            "--bare",
+            "--grpc-addr",
+            "127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .into_config()
+        .expect("config");
+        let sigil = c.sigil.expect("sigil measured when an address is given");
+        assert_eq!(sigil.grpc, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn bad_values_name_their_option() {
+        let err = |args: &[&str]| parse(args).into_config().expect_err("invalid").to_string();
+        assert!(err(&["kv-read", "--bare", "--clients", "0"]).contains("--clients"));
+        assert!(err(&["kv-read", "--bare", "--duration", "0"]).contains("--duration"));
+        assert!(err(&["kv-read", "--bare", "--warmup=-1"]).contains("--warmup"));
+        assert!(err(&["kv-read", "--bare", "--keys", "0"]).contains("--keys"));
+        assert!(err(&["kv-read", "--addr", "ftp://x", "--token", "t"]).contains("--addr"));
+        assert!(err(&["kv-read", "--grpc-addr", "::bad", "--token", "t"]).contains("--grpc-addr"));
+    }
+}

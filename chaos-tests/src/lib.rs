@@ -1,0 +1,55 @@
+//! `sigil-chaos`: Sigil's harness, the one entry point for measuring and
+//! breaking Sigil (`docs/` and `DESIGN.md`, "The harness").
+//!
+//! It talks to Sigil over the network like any client, through the wire
+//! definitions in `sigil-proto` and the Vault-compatible HTTP API, never by
+//! linking the node.
+//!
+//! So far it holds the load generator, `sigil-chaos bench`:
+//! - [`bench`]: workloads, clients for both transports, the closed loop and
+//!   the run that ties them together;
+//! - [`bare`]: in-process axum/tonic servers with fixed answers, the floor a
+//!   Sigil figure is compared with;
+//! - [`latency`]: exact percentiles;
+//! - [`report`]: the table and the `--json` line;
+//! - [`cli`]: the command line.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), sigil_chaos::Error> {
+//! use std::time::Duration;
+//! use sigil_chaos::bench::{self, BenchConfig, Transport, Workload};
+//!
+//! // Bare handlers only: what the client and this machine manage alone.
+//! let config = BenchConfig {
+//!     workload: Workload::KvRead,
+//!     sigil: None,
+//!     bare: true,
+//!     transports: vec![Transport::Http, Transport::Grpc],
+//!     clients: vec![1, 16],
+//!     duration: Duration::from_secs(5),
+//!     warmup: Duration::from_secs(1),
+//!     mount: "secret".to_owned(),
+//!     keys: 100,
+//!     value_size: 64,
+//!     seed: 1,
+//!     token: None,
+//!     ca_cert: None,
+//! };
+//! let report = bench::run(&config, |_| {}).await?;
+//! println!("{report}");
+//! println!("{}", report.to_json_line());
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod bare;
+pub mod bench;
+pub mod cli;
+mod error;
+pub mod latency;
+pub mod report;
+mod token;
+
+pub use error::Error;
+pub use token::Token;
