@@ -4,10 +4,21 @@
 //! the HTTP API, reading `SIGIL_ADDR`/`SIGIL_TOKEN` (falling back to
 //! `VAULT_ADDR`/`VAULT_TOKEN`). Flags may be written Vault-style with one dash
 //! (`-key-shares 5`). Human output by default, `--format json` for scripts.
-//! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`).
+//! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`) or, for the
+//! Vault-style client commands (`read`, `write`, `kv`, `token`, `policy`,
+//! `secrets`, `auth`, `audit`), absent (see `outcome`).
 
+mod audit_devices;
 mod client;
+mod generic;
+mod input;
+mod kv;
+mod mounts;
 mod operator;
+mod outcome;
+mod output;
+mod policy;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +26,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::Client;
+
+use outcome::Failure;
+use output::Output;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +59,37 @@ pub struct ClientOpts {
     pub format: Format,
 }
 
+/// Flags of commands that print an answer: `-field` and `-wrap-ttl`, plus
+/// the client options.
+#[derive(Debug, Clone, Args)]
+pub struct SecretOpts {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Print only this field's value, raw (no trailing newline when piped).
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Ask for the answer wrapped in a single-use token living this long
+    /// (`X-Vault-Wrap-TTL`; seconds or a duration such as `5m`).
+    #[arg(long)]
+    pub wrap_ttl: Option<String>,
+}
+
+impl SecretOpts {
+    pub fn output(&self) -> Output {
+        Output::new(self.client.format, self.field.clone())
+    }
+
+    /// A client for these options; a bad `-wrap-ttl` fails here, before
+    /// anything is sent.
+    pub fn client(&self) -> Result<Client, Failure> {
+        let wrap = match &self.wrap_ttl {
+            Some(t) => Some(input::parse_duration("wrap-ttl", t)?.to_string()),
+            None => None,
+        };
+        Ok(Client::from_env(self.client.address.as_deref())?.wrapping(wrap))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node from a configuration file.
@@ -60,6 +105,46 @@ pub enum Command {
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
+    },
+    /// Read PATH (`key=value` pairs become query parameters); exit 2 when absent.
+    Read(generic::PathArgs),
+    /// Write `key=value` pairs (`key=@file`, `key=-`, or a lone `-` for a JSON object on stdin) to PATH.
+    Write(generic::WriteArgs),
+    /// Update PATH with a JSON merge patch of `key=value` pairs.
+    Patch(generic::WriteArgs),
+    /// List the keys under PATH; exit 2 when there are none.
+    List(generic::ListArgs),
+    /// Delete PATH (`key=value` pairs become query parameters).
+    Delete(generic::PathArgs),
+    /// Key/value secrets engine (v1 and v2).
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Create, look up, renew and revoke tokens; show capabilities.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// ACL policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// Enable, disable, list, tune and move secrets engines.
+    Secrets {
+        #[command(subcommand)]
+        command: mounts::SecretsCommand,
+    },
+    /// Enable, disable and list auth methods.
+    Auth {
+        #[command(subcommand)]
+        command: mounts::AuthCommand,
+    },
+    /// Enable, disable and list audit devices.
+    Audit {
+        #[command(subcommand)]
+        command: audit_devices::AuditCommand,
     },
 }
 
@@ -122,11 +207,26 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // What `-` reads; nothing is read until a command asks.
+    let mut stdin_reader = std::io::stdin();
+    let mut stdin = input::Stdin::new(&mut stdin_reader);
+    let finish = outcome::finish;
     match cli.command {
         Command::Server { config } => run_server(config).await,
         Command::Dev(args) => run_dev(args).await,
         Command::Status(opts) => operator::status(&opts).await,
         Command::Operator { command } => operator::run(command).await,
+        Command::Read(a) => finish(generic::read(a).await),
+        Command::Write(a) => finish(generic::write(a, &mut stdin, false).await),
+        Command::Patch(a) => finish(generic::write(a, &mut stdin, true).await),
+        Command::List(a) => finish(generic::list(a).await),
+        Command::Delete(a) => finish(generic::delete(a).await),
+        Command::Kv { command } => finish(kv::run(command, &mut stdin).await),
+        Command::Token { command } => finish(token::run(command).await),
+        Command::Policy { command } => finish(policy::run(command, &mut stdin).await),
+        Command::Secrets { command } => finish(mounts::run_secrets(command).await),
+        Command::Auth { command } => finish(mounts::run_auth(command).await),
+        Command::Audit { command } => finish(audit_devices::run(command, &mut stdin).await),
     }
 }
 
