@@ -368,4 +368,118 @@ mod tests {
         assert!(parse("sigil status --format json").is_ok());
         assert!(parse("sigil operator frobnicate").is_err());
     }
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(normalize_args(line.split_whitespace().map(String::from)))
+    }
+
+    #[test]
+    fn cli_parses_every_client_command_with_vault_flags() {
+        let ok = [
+            "sigil read -field=password secret/app",
+            "sigil read -format=json -wrap-ttl=5m secret/app ttl=1h",
+            "sigil write secret/app a=1 b=@file c=-",
+            "sigil write -force secret/app",
+            "sigil write secret/app -",
+            "sigil patch secret/app a=1",
+            "sigil list -format=json secret/",
+            "sigil delete secret/app",
+            "sigil kv get -mount=secret -version=3 -field=pw app/db",
+            "sigil kv get -wrap-ttl=300 secret/app/db",
+            "sigil kv put -cas=0 secret/app a=1 b=2",
+            "sigil kv put -mount=secret app -",
+            "sigil kv patch -method=rw -cas=2 secret/app a=1",
+            "sigil kv patch secret/app a=1",
+            "sigil kv delete -versions=1,2 secret/app",
+            "sigil kv delete secret/app",
+            "sigil kv undelete -versions=1 -versions=2 secret/app",
+            "sigil kv destroy -versions=3 secret/app",
+            "sigil kv list secret/",
+            "sigil kv list -mount=secret",
+            "sigil kv metadata get secret/app",
+            "sigil kv metadata put -max-versions=5 -cas-required -delete-version-after=1h -custom-metadata=a=1 -custom-metadata=b=2 secret/app",
+            "sigil kv metadata put -cas-required=false secret/app",
+            "sigil kv metadata delete -mount=secret app",
+            "sigil token create -policy=a -policy=b -ttl=1h -explicit-max-ttl=2h -period=1h -renewable=false -num-uses=2 -orphan -display-name=x -metadata=k=v -no-default-policy",
+            "sigil token create -role=ci -field=token",
+            "sigil token create -wrap-ttl=1m",
+            "sigil token lookup",
+            "sigil token lookup -accessor abc",
+            "sigil token lookup hvs.x",
+            "sigil token renew -increment=1h",
+            "sigil token renew -accessor abc",
+            "sigil token revoke -self",
+            "sigil token revoke -mode=orphan hvs.x",
+            "sigil token revoke -accessor abc",
+            "sigil token capabilities secret/data/a",
+            "sigil token capabilities hvs.x secret/data/a sys/mounts",
+            "sigil policy write dev ./dev.hcl",
+            "sigil policy write dev -",
+            "sigil policy read -format=json dev",
+            "sigil policy list",
+            "sigil policy delete dev",
+            "sigil secrets enable -path=secret -version=2 kv",
+            "sigil secrets enable -description=x -default-lease-ttl=1h -max-lease-ttl=2h -local -seal-wrap -options=a=b -options=c=d transit",
+            "sigil secrets disable secret/",
+            "sigil secrets list -detailed",
+            "sigil secrets tune -default-lease-ttl=1h -max-lease-ttl=2h -description=x -options=version=2 secret",
+            "sigil secrets move secret/ kv/",
+            "sigil auth enable -path=up -description=users userpass",
+            "sigil auth disable up",
+            "sigil auth list -detailed -format=json",
+            "sigil audit enable -path=a1 -description=main -local file file_path=/tmp/a.log",
+            "sigil audit disable a1",
+            "sigil audit list -detailed",
+        ];
+        for line in ok {
+            if let Err(e) = parse(line) {
+                panic!("{line}: {e}");
+            }
+        }
+        let bad = [
+            "sigil kv frobnicate secret/a",
+            "sigil kv get",
+            "sigil kv patch -method=merge secret/a a=1",
+            "sigil kv delete -versions=x secret/a",
+            "sigil token revoke -mode=path hvs.x",
+            "sigil token capabilities",
+            "sigil token create -type=weird",
+            "sigil policy write dev",
+            "sigil secrets move a",
+            "sigil audit verify",
+        ];
+        for line in bad {
+            assert!(parse(line).is_err(), "{line} should not parse");
+        }
+    }
+
+    #[test]
+    fn vault_flags_reach_the_fields() {
+        let Cli {
+            command: Command::Read(a),
+        } = parse("sigil read -field=pw -wrap-ttl=90s -format=json secret/app").expect("parse")
+        else {
+            panic!("read")
+        };
+        let out = a.opts().output();
+        assert_eq!(out.field.as_deref(), Some("pw"));
+        assert_eq!(out.format, Format::Json);
+        assert_eq!(a.opts().wrap_ttl.as_deref(), Some("90s"));
+    }
+
+    #[test]
+    fn a_bad_wrap_ttl_fails_before_any_request() {
+        let Cli {
+            command: Command::Read(a),
+        } = parse("sigil read -wrap-ttl=soon secret/app").expect("parse")
+        else {
+            panic!("read")
+        };
+        let err = a.opts().client().expect_err("bad ttl");
+        assert_eq!(
+            err.message(),
+            "invalid -wrap-ttl value \"soon\": expected a number"
+        );
+        assert_eq!(err.code(), 1);
+    }
 }

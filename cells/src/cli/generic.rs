@@ -40,6 +40,12 @@ pub struct ListArgs {
     opts: SecretOpts,
 }
 
+impl PathArgs {
+    pub fn opts(&self) -> &SecretOpts {
+        &self.opts
+    }
+}
+
 /// Query-string characters left as they are (RFC 3986 unreserved).
 fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
