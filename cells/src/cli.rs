@@ -6,7 +6,8 @@
 //! (`-key-shares 5`). Human output by default, `--format json` for scripts.
 //! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`) or, for the
 //! Vault-style client commands (`read`, `write`, `kv`, `token`, `policy`,
-//! `secrets`, `auth`, `audit`), absent (see `outcome`).
+//! `secrets`, `auth`, `audit`), absent (see `outcome`). Every client
+//! command, with examples: `docs/cli.md`.
 
 mod audit_devices;
 mod client;

@@ -133,7 +133,9 @@ pub async fn list(a: ListArgs) -> Outcome {
     let path = a.path.trim_matches('/');
     let client = a.opts.client()?;
     match client.list(path).await {
-        Ok(Some(body)) if body.get("wrap_info").is_some_and(|w| !w.is_null()) => {
+        Ok(Some(body))
+            if body.get("wrap_info").is_some_and(|w| !w.is_null()) || a.opts.field.is_some() =>
+        {
             let out = a.opts.output();
             emit(&out, &out.secret(&body)?);
             Ok(ExitCode::SUCCESS)

@@ -593,7 +593,7 @@ async fn list(a: ListArgs) -> Outcome {
     let target = locate(&client, &a.at, &a.path).await?;
     let path = target.api_path(Endpoint::Metadata);
     match client.list(&path).await {
-        Ok(Some(body)) if is_wrapped(&body) => {
+        Ok(Some(body)) if is_wrapped(&body) || a.opts.field.is_some() => {
             let out = a.opts.output();
             emit(&out, &out.secret(&body)?);
             Ok(ExitCode::SUCCESS)

@@ -54,18 +54,6 @@ impl Output {
             Format::Table => go_value(&value),
         })
     }
-
-    /// A plain map as a `Key    Value` table (or JSON), `-field` looking in
-    /// it.
-    pub fn data(&self, data: &Value) -> Result<String, String> {
-        if let Some(name) = &self.field {
-            return self.field(&Value::Null, data, name);
-        }
-        Ok(match self.format {
-            Format::Json => json(data),
-            Format::Table => kv_table(&data_rows(data)),
-        })
-    }
 }
 
 /// Writes `text` to stdout with one trailing newline.
