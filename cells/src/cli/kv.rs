@@ -41,6 +41,21 @@ pub enum KvCommand {
     },
 }
 
+impl KvCommand {
+    /// The v2 endpoint the command's main request goes to (on v1 every
+    /// command uses the plain path).
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            KvCommand::Get(_) | KvCommand::Put(_) | KvCommand::Patch(_) => Endpoint::Data,
+            KvCommand::Delete(a) if a.versions.is_empty() => Endpoint::Data,
+            KvCommand::Delete(_) => Endpoint::Delete,
+            KvCommand::Undelete(_) => Endpoint::Undelete,
+            KvCommand::Destroy(_) => Endpoint::Destroy,
+            KvCommand::List(_) | KvCommand::Metadata { .. } => Endpoint::Metadata,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MetadataCommand {
     /// Show the metadata and every version's state.
@@ -420,32 +435,32 @@ fn is_wrapped(body: &Value) -> bool {
 }
 
 pub async fn run(cmd: KvCommand, stdin: &mut Stdin<'_>) -> Outcome {
+    let at = cmd.endpoint();
     match cmd {
-        KvCommand::Get(a) => get(a).await,
-        KvCommand::Put(a) => put(a, stdin).await,
-        KvCommand::Patch(a) => patch(a, stdin).await,
-        KvCommand::Delete(a) => delete(a).await,
-        KvCommand::Undelete(a) => versions_op(a, Endpoint::Undelete).await,
-        KvCommand::Destroy(a) => versions_op(a, Endpoint::Destroy).await,
-        KvCommand::List(a) => list(a).await,
+        KvCommand::Get(a) => get(a, at).await,
+        KvCommand::Put(a) => put(a, at, stdin).await,
+        KvCommand::Patch(a) => patch(a, at, stdin).await,
+        KvCommand::Delete(a) => delete(a, at).await,
+        KvCommand::Undelete(a) | KvCommand::Destroy(a) => versions_op(a, at).await,
+        KvCommand::List(a) => list(a, at).await,
         KvCommand::Metadata { command } => match command {
-            MetadataCommand::Get(a) => metadata_get(a).await,
-            MetadataCommand::Put(a) => metadata_put(a).await,
-            MetadataCommand::Delete(a) => metadata_delete(a).await,
+            MetadataCommand::Get(a) => metadata_get(a, at).await,
+            MetadataCommand::Put(a) => metadata_put(a, at).await,
+            MetadataCommand::Delete(a) => metadata_delete(a, at).await,
         },
     }
 }
 
-async fn get(a: GetArgs) -> Outcome {
+async fn get(a: GetArgs, endpoint: Endpoint) -> Outcome {
     let client = a.opts.client()?;
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
-    let mut path = target.api_path(Endpoint::Data);
+    let mut path = target.api_path(endpoint);
     if let Some(v) = a.version {
         target.require_v2("-version")?;
         path = format!("{path}?version={v}");
     }
-    let shown = target.api_path(Endpoint::Data);
+    let shown = target.api_path(endpoint);
     let body = match client.get(&path).await {
         Ok(Some(body)) => body,
         Ok(None) => return outcome::absent(&shown),
@@ -494,7 +509,7 @@ fn show_write(out: &Output, shown: &str, answer: Option<Value>) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn put(a: PutArgs, stdin: &mut Stdin<'_>) -> Outcome {
+async fn put(a: PutArgs, endpoint: Endpoint, stdin: &mut Stdin<'_>) -> Outcome {
     let data = input::parse_data(&a.data, stdin)?;
     if data.is_empty() {
         return Err("must supply data".into());
@@ -505,12 +520,12 @@ async fn put(a: PutArgs, stdin: &mut Stdin<'_>) -> Outcome {
     if a.cas.is_some() {
         target.require_v2("-cas")?;
     }
-    let path = target.api_path(Endpoint::Data);
+    let path = target.api_path(endpoint);
     let answer = client.put(&path, &write_body(&target, data, a.cas)).await?;
     show_write(&out, &path, answer)
 }
 
-async fn patch(a: PatchArgs, stdin: &mut Stdin<'_>) -> Outcome {
+async fn patch(a: PatchArgs, endpoint: Endpoint, stdin: &mut Stdin<'_>) -> Outcome {
     let data = input::parse_data(&a.data, stdin)?;
     if data.is_empty() {
         return Err("must supply data".into());
@@ -519,7 +534,7 @@ async fn patch(a: PatchArgs, stdin: &mut Stdin<'_>) -> Outcome {
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
     target.require_v2("kv patch")?;
-    let path = target.api_path(Endpoint::Data);
+    let path = target.api_path(endpoint);
     let answer = if a.method == "rw" {
         // Read then write with check-and-set, so a concurrent writer makes
         // this fail instead of being overwritten.
@@ -546,22 +561,19 @@ async fn patch(a: PatchArgs, stdin: &mut Stdin<'_>) -> Outcome {
     show_write(&out, &path, answer)
 }
 
-async fn delete(a: VersionsArgs) -> Outcome {
+async fn delete(a: VersionsArgs, endpoint: Endpoint) -> Outcome {
     let client = a.opts.client()?;
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
-    let path = if a.versions.is_empty() {
-        let path = target.api_path(Endpoint::Data);
+    let path = target.api_path(endpoint);
+    if a.versions.is_empty() {
         client.delete(&path).await?;
-        path
     } else {
         target.require_v2("-versions")?;
-        let path = target.api_path(Endpoint::Delete);
         client
             .put(&path, &json!({ "versions": a.versions }))
             .await?;
-        path
-    };
+    }
     success(
         &out,
         format!("Success! Data deleted (if it existed) at: {path}"),
@@ -588,10 +600,10 @@ async fn versions_op(a: VersionsArgs, endpoint: Endpoint) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(a: ListArgs) -> Outcome {
+async fn list(a: ListArgs, endpoint: Endpoint) -> Outcome {
     let client = a.opts.client()?;
     let target = locate(&client, &a.at, &a.path).await?;
-    let path = target.api_path(Endpoint::Metadata);
+    let path = target.api_path(endpoint);
     match client.list(&path).await {
         Ok(Some(body)) if is_wrapped(&body) || a.opts.field.is_some() => {
             let out = a.opts.output();
@@ -608,12 +620,12 @@ async fn list(a: ListArgs) -> Outcome {
     }
 }
 
-async fn metadata_get(a: KeyArgs) -> Outcome {
+async fn metadata_get(a: KeyArgs, endpoint: Endpoint) -> Outcome {
     let client = a.opts.client()?;
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
     target.require_v2("kv metadata")?;
-    let path = target.api_path(Endpoint::Metadata);
+    let path = target.api_path(endpoint);
     let body = match client.get(&path).await {
         Ok(Some(body)) => body,
         Ok(None) => return outcome::absent(&path),
@@ -629,13 +641,13 @@ async fn metadata_get(a: KeyArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn metadata_put(a: MetadataPutArgs) -> Outcome {
+async fn metadata_put(a: MetadataPutArgs, endpoint: Endpoint) -> Outcome {
     let body = metadata_body(&a)?;
     let client = a.opts.client()?;
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
     target.require_v2("kv metadata")?;
-    let path = target.api_path(Endpoint::Metadata);
+    let path = target.api_path(endpoint);
     match client.put(&path, &body).await? {
         Some(answer) => emit(&out, &out.secret(&answer)?),
         None => success(&out, format!("Success! Data written to: {path}")),
@@ -643,12 +655,12 @@ async fn metadata_put(a: MetadataPutArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn metadata_delete(a: KeyArgs) -> Outcome {
+async fn metadata_delete(a: KeyArgs, endpoint: Endpoint) -> Outcome {
     let client = a.opts.client()?;
     let out = a.opts.output();
     let target = locate(&client, &a.at, &a.path).await?;
     target.require_v2("kv metadata")?;
-    let path = target.api_path(Endpoint::Metadata);
+    let path = target.api_path(endpoint);
     client.delete(&path).await?;
     success(
         &out,
@@ -752,6 +764,52 @@ mod tests {
             target("secret", "", 2).api_path(Endpoint::Metadata),
             "secret/metadata"
         );
+    }
+
+    fn kv_command(words: &str) -> KvCommand {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct P {
+            #[command(subcommand)]
+            cmd: KvCommand,
+        }
+        let args = super::super::normalize_args(
+            std::iter::once("kv")
+                .chain(words.split_whitespace())
+                .map(String::from),
+        );
+        P::try_parse_from(args).expect("parse").cmd
+    }
+
+    #[test]
+    fn each_subcommand_goes_to_its_v2_endpoint() {
+        let v2 = target("secret", "app/db", 2);
+        let v1 = target("kv", "app/db", 1);
+        for (line, want) in [
+            ("get secret/app/db", "secret/data/app/db"),
+            ("get -version=2 secret/app/db", "secret/data/app/db"),
+            ("put secret/app/db a=1", "secret/data/app/db"),
+            ("patch secret/app/db a=1", "secret/data/app/db"),
+            ("patch -method=rw secret/app/db a=1", "secret/data/app/db"),
+            ("delete secret/app/db", "secret/data/app/db"),
+            ("delete -versions=1,2 secret/app/db", "secret/delete/app/db"),
+            (
+                "undelete -versions=1 secret/app/db",
+                "secret/undelete/app/db",
+            ),
+            ("destroy -versions=1 secret/app/db", "secret/destroy/app/db"),
+            ("list secret/app/db", "secret/metadata/app/db"),
+            ("metadata get secret/app/db", "secret/metadata/app/db"),
+            (
+                "metadata put -max-versions=2 secret/app/db",
+                "secret/metadata/app/db",
+            ),
+            ("metadata delete secret/app/db", "secret/metadata/app/db"),
+        ] {
+            let endpoint = kv_command(line).endpoint();
+            assert_eq!(v2.api_path(endpoint), want, "{line}");
+            assert_eq!(v1.api_path(endpoint), "kv/app/db", "{line}");
+        }
     }
 
     #[test]
