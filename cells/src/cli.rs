@@ -447,7 +447,6 @@ mod tests {
             "sigil token create -type=weird",
             "sigil policy write dev",
             "sigil secrets move a",
-            "sigil audit verify",
         ];
         for line in bad {
             assert!(parse(line).is_err(), "{line} should not parse");
