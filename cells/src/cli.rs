@@ -4,11 +4,23 @@
 //! the HTTP API, reading `SIGIL_ADDR`/`SIGIL_TOKEN` (falling back to
 //! `VAULT_ADDR`/`VAULT_TOKEN`). Flags may be written Vault-style with one dash
 //! (`-key-shares 5`). Human output by default, `--format json` for scripts.
-//! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`).
+//! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`) or, for the
+//! Vault-style client commands (`read`, `write`, `kv`, `token`, `policy`,
+//! `secrets`, `auth`, `audit`), absent (see `outcome`). Every client
+//! command, with examples: `docs/cli.md`.
 
 pub mod audit;
+mod audit_devices;
 mod client;
+mod generic;
+mod input;
+mod kv;
+mod mounts;
 mod operator;
+mod outcome;
+mod output;
+mod policy;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +28,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use client::Client;
+
+use outcome::Failure;
+use output::Output;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +61,37 @@ pub struct ClientOpts {
     pub format: Format,
 }
 
+/// Flags of commands that print an answer: `-field` and `-wrap-ttl`, plus
+/// the client options.
+#[derive(Debug, Clone, Args)]
+pub struct SecretOpts {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Print only this field's value, raw (no trailing newline when piped).
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Ask for the answer wrapped in a single-use token living this long
+    /// (`X-Vault-Wrap-TTL`; seconds or a duration such as `5m`).
+    #[arg(long)]
+    pub wrap_ttl: Option<String>,
+}
+
+impl SecretOpts {
+    pub fn output(&self) -> Output {
+        Output::new(self.client.format, self.field.clone())
+    }
+
+    /// A client for these options; a bad `-wrap-ttl` fails here, before
+    /// anything is sent.
+    pub fn client(&self) -> Result<Client, Failure> {
+        let wrap = match &self.wrap_ttl {
+            Some(t) => Some(input::parse_duration("wrap-ttl", t)?.to_string()),
+            None => None,
+        };
+        Ok(Client::from_env(self.client.address.as_deref())?.wrapping(wrap))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node from a configuration file.
@@ -61,6 +107,46 @@ pub enum Command {
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
+    },
+    /// Read PATH (`key=value` pairs become query parameters); exit 2 when absent.
+    Read(generic::PathArgs),
+    /// Write `key=value` pairs (`key=@file`, `key=-`, or a lone `-` for a JSON object on stdin) to PATH.
+    Write(generic::WriteArgs),
+    /// Update PATH with a JSON merge patch of `key=value` pairs.
+    Patch(generic::WriteArgs),
+    /// List the keys under PATH; exit 2 when there are none.
+    List(generic::ListArgs),
+    /// Delete PATH (`key=value` pairs become query parameters).
+    Delete(generic::PathArgs),
+    /// Key/value secrets engine (v1 and v2).
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// Create, look up, renew and revoke tokens; show capabilities.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// ACL policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// Enable, disable, list, tune and move secrets engines.
+    Secrets {
+        #[command(subcommand)]
+        command: mounts::SecretsCommand,
+    },
+    /// Enable, disable and list auth methods.
+    Auth {
+        #[command(subcommand)]
+        command: mounts::AuthCommand,
+    },
+    /// Enable, disable and list audit devices.
+    Audit {
+        #[command(subcommand)]
+        command: audit_devices::AuditCommand,
     },
 }
 
@@ -123,11 +209,26 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // What `-` reads; nothing is read until a command asks.
+    let mut stdin_reader = std::io::stdin();
+    let mut stdin = input::Stdin::new(&mut stdin_reader);
+    let finish = outcome::finish;
     match cli.command {
         Command::Server { config } => run_server(config).await,
         Command::Dev(args) => run_dev(args).await,
         Command::Status(opts) => operator::status(&opts).await,
         Command::Operator { command } => operator::run(command).await,
+        Command::Read(a) => finish(generic::read(a).await),
+        Command::Write(a) => finish(generic::write(a, &mut stdin, false).await),
+        Command::Patch(a) => finish(generic::write(a, &mut stdin, true).await),
+        Command::List(a) => finish(generic::list(a).await),
+        Command::Delete(a) => finish(generic::delete(a).await),
+        Command::Kv { command } => finish(kv::run(command, &mut stdin).await),
+        Command::Token { command } => finish(token::run(command).await),
+        Command::Policy { command } => finish(policy::run(command, &mut stdin).await),
+        Command::Secrets { command } => finish(mounts::run_secrets(command).await),
+        Command::Auth { command } => finish(mounts::run_auth(command).await),
+        Command::Audit { command } => finish(audit_devices::run(command, &mut stdin).await),
     }
 }
 
@@ -268,5 +369,118 @@ mod tests {
         assert!(parse("sigil operator generate-root -decode abc -otp xyz").is_ok());
         assert!(parse("sigil status --format json").is_ok());
         assert!(parse("sigil operator frobnicate").is_err());
+    }
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(normalize_args(line.split_whitespace().map(String::from)))
+    }
+
+    #[test]
+    fn cli_parses_every_client_command_with_vault_flags() {
+        let ok = [
+            "sigil read -field=password secret/app",
+            "sigil read -format=json -wrap-ttl=5m secret/app ttl=1h",
+            "sigil write secret/app a=1 b=@file c=-",
+            "sigil write -force secret/app",
+            "sigil write secret/app -",
+            "sigil patch secret/app a=1",
+            "sigil list -format=json secret/",
+            "sigil delete secret/app",
+            "sigil kv get -mount=secret -version=3 -field=pw app/db",
+            "sigil kv get -wrap-ttl=300 secret/app/db",
+            "sigil kv put -cas=0 secret/app a=1 b=2",
+            "sigil kv put -mount=secret app -",
+            "sigil kv patch -method=rw -cas=2 secret/app a=1",
+            "sigil kv patch secret/app a=1",
+            "sigil kv delete -versions=1,2 secret/app",
+            "sigil kv delete secret/app",
+            "sigil kv undelete -versions=1 -versions=2 secret/app",
+            "sigil kv destroy -versions=3 secret/app",
+            "sigil kv list secret/",
+            "sigil kv list -mount=secret",
+            "sigil kv metadata get secret/app",
+            "sigil kv metadata put -max-versions=5 -cas-required -delete-version-after=1h -custom-metadata=a=1 -custom-metadata=b=2 secret/app",
+            "sigil kv metadata put -cas-required=false secret/app",
+            "sigil kv metadata delete -mount=secret app",
+            "sigil token create -policy=a -policy=b -ttl=1h -explicit-max-ttl=2h -period=1h -renewable=false -num-uses=2 -orphan -display-name=x -metadata=k=v -no-default-policy",
+            "sigil token create -role=ci -field=token",
+            "sigil token create -wrap-ttl=1m",
+            "sigil token lookup",
+            "sigil token lookup -accessor abc",
+            "sigil token lookup hvs.x",
+            "sigil token renew -increment=1h",
+            "sigil token renew -accessor abc",
+            "sigil token revoke -self",
+            "sigil token revoke -mode=orphan hvs.x",
+            "sigil token revoke -accessor abc",
+            "sigil token capabilities secret/data/a",
+            "sigil token capabilities hvs.x secret/data/a sys/mounts",
+            "sigil policy write dev ./dev.hcl",
+            "sigil policy write dev -",
+            "sigil policy read -format=json dev",
+            "sigil policy list",
+            "sigil policy delete dev",
+            "sigil secrets enable -path=secret -version=2 kv",
+            "sigil secrets enable -description=x -default-lease-ttl=1h -max-lease-ttl=2h -local -seal-wrap -options=a=b -options=c=d transit",
+            "sigil secrets disable secret/",
+            "sigil secrets list -detailed",
+            "sigil secrets tune -default-lease-ttl=1h -max-lease-ttl=2h -description=x -options=version=2 secret",
+            "sigil secrets move secret/ kv/",
+            "sigil auth enable -path=up -description=users userpass",
+            "sigil auth disable up",
+            "sigil auth list -detailed -format=json",
+            "sigil audit enable -path=a1 -description=main -local file file_path=/tmp/a.log",
+            "sigil audit disable a1",
+            "sigil audit list -detailed",
+        ];
+        for line in ok {
+            if let Err(e) = parse(line) {
+                panic!("{line}: {e}");
+            }
+        }
+        let bad = [
+            "sigil kv frobnicate secret/a",
+            "sigil kv get",
+            "sigil kv patch -method=merge secret/a a=1",
+            "sigil kv delete -versions=x secret/a",
+            "sigil token revoke -mode=path hvs.x",
+            "sigil token capabilities",
+            "sigil token create -type=weird",
+            "sigil policy write dev",
+            "sigil secrets move a",
+        ];
+        for line in bad {
+            assert!(parse(line).is_err(), "{line} should not parse");
+        }
+    }
+
+    #[test]
+    fn vault_flags_reach_the_fields() {
+        let Cli {
+            command: Command::Read(a),
+        } = parse("sigil read -field=pw -wrap-ttl=90s -format=json secret/app").expect("parse")
+        else {
+            panic!("read")
+        };
+        let out = a.opts().output();
+        assert_eq!(out.field.as_deref(), Some("pw"));
+        assert_eq!(out.format, Format::Json);
+        assert_eq!(a.opts().wrap_ttl.as_deref(), Some("90s"));
+    }
+
+    #[test]
+    fn a_bad_wrap_ttl_fails_before_any_request() {
+        let Cli {
+            command: Command::Read(a),
+        } = parse("sigil read -wrap-ttl=soon secret/app").expect("parse")
+        else {
+            panic!("read")
+        };
+        let err = a.opts().client().expect_err("bad ttl");
+        assert_eq!(
+            err.message(),
+            "invalid -wrap-ttl value \"soon\": expected a number"
+        );
+        assert_eq!(err.code(), 1);
     }
 }

@@ -9,8 +9,13 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// Sent as `X-Vault-Wrap-TTL`: the server answers with `wrap_info`.
+    wrap_ttl: Option<String>,
     http: reqwest::Client,
 }
+
+/// `Content-Type` of a JSON merge patch (RFC 7396), as Vault's `PATCH` expects.
+const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// A non-2xx answer: the status and the server's `errors`.
 #[derive(Debug)]
@@ -73,7 +78,19 @@ impl Client {
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { base, token, http })
+        Ok(Self {
+            base,
+            token,
+            wrap_ttl: None,
+            http,
+        })
+    }
+
+    /// The same client, asking for response-wrapped answers with `ttl`
+    /// (anything the server accepts: `"300"`, `"5m"`).
+    pub fn wrapping(mut self, ttl: Option<String>) -> Self {
+        self.wrap_ttl = ttl;
+        self
     }
 
     /// Sends a request; `Ok(None)` for 204. Non-2xx answers whose body is
@@ -84,6 +101,16 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, CallError> {
+        self.send(method, path, body, "application/json").await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> Result<Option<Value>, CallError> {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
         let mut req = self
             .http
@@ -92,8 +119,15 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.header("X-Vault-Token", t);
         }
+        if let Some(ttl) = &self.wrap_ttl {
+            req = req.header("X-Vault-Wrap-TTL", ttl);
+        }
         if let Some(b) = body {
-            req = req.json(b);
+            let bytes = serde_json::to_vec(b)
+                .map_err(|e| CallError::Transport(format!("cannot encode the request: {e}")))?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
         }
         let resp = req
             .send()
@@ -132,8 +166,22 @@ impl Client {
     pub async fn delete(&self, path: &str) -> Result<Option<Value>, CallError> {
         self.call(reqwest::Method::DELETE, path, None).await
     }
+
+    /// Vault's `LIST` verb (the same as `GET ?list=true`).
+    pub async fn list(&self, path: &str) -> Result<Option<Value>, CallError> {
+        let list = reqwest::Method::from_bytes(b"LIST")
+            .map_err(|e| CallError::Transport(format!("LIST method: {e}")))?;
+        self.call(list, path, None).await
+    }
+
+    /// `PATCH` with a JSON merge patch (RFC 7396).
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Option<Value>, CallError> {
+        self.send(reqwest::Method::PATCH, path, Some(body), MERGE_PATCH)
+            .await
+    }
 }
 
+/// A failed call: the node could not be reached, or it answered non-2xx.
 #[derive(Debug)]
 pub enum CallError {
     Transport(String),
@@ -145,6 +193,16 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Transport(m) => f.write_str(m),
             CallError::Http(h) => f.write_str(&h.message()),
+        }
+    }
+}
+
+impl CallError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Transport(_) => None,
+            CallError::Http(h) => Some(h.status),
         }
     }
 }
