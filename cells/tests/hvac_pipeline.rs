@@ -51,4 +51,52 @@ fn hvac_drives_the_request_pipeline() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert!(out.starts_with("ok"), "{out}");
+
+    // Tampering is pinpointed: an edited, a deleted and two swapped records.
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 6, "enough records to tamper with");
+    let tampered = |name: &str, new: Vec<String>| -> (i32, String) {
+        let path = dir.path().join(name);
+        std::fs::write(&path, new.join("\n") + "\n").expect("write copy");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["audit", "verify", path.to_str().expect("utf-8")])
+            .output()
+            .expect("run verify");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let owned: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+
+    let mut edited = owned.clone();
+    edited[2] = edited[2].replacen("\"type\":\"", "\"type\":\"x", 1);
+    assert_ne!(edited[2], owned[2], "the edit changed the record");
+    let (code, out) = tampered("edited.log", edited);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("BROKEN at line 3"),
+        "edited record 3: {out}"
+    );
+
+    let mut deleted = owned.clone();
+    deleted.remove(3);
+    let (code, out) = tampered("deleted.log", deleted);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("BROKEN at line 4"),
+        "record 4 deleted: {out}"
+    );
+
+    let mut swapped = owned.clone();
+    swapped.swap(1, 2);
+    let (code, out) = tampered("swapped.log", swapped);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("BROKEN at line 2"),
+        "records 2 and 3 swapped: {out}"
+    );
+
+    let (code, out) = tampered("untouched.log", owned);
+    assert_eq!(code, 0, "{out}");
 }
