@@ -62,7 +62,9 @@ pub struct Metrics {
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub tokens: Option<u64>,
-    pub sealed: bool,
+    /// Per audit device: records written, failed, dropped (queue full) and
+    /// timed out.
+    pub audit_devices: Vec<crate::audit::DeviceMetrics>,
 }
 
 impl Metrics {
@@ -149,6 +151,27 @@ impl Metrics {
         out.push_str("# HELP sigil_audit_failures_total Requests refused because no audit device recorded them.\n");
         out.push_str("# TYPE sigil_audit_failures_total counter\n");
         let _ = writeln!(out, "sigil_audit_failures_total {}", g.audit_failures);
+        if !gauges.audit_devices.is_empty() {
+            out.push_str(
+                "# HELP sigil_audit_device_records_total Audit records per device by outcome.\n",
+            );
+            out.push_str("# TYPE sigil_audit_device_records_total counter\n");
+            for d in &gauges.audit_devices {
+                for (outcome, n) in [
+                    ("written", d.written),
+                    ("failed", d.failed),
+                    ("dropped", d.dropped),
+                    ("timed_out", d.timed_out),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "sigil_audit_device_records_total{{device=\"{}\",type=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(&d.path),
+                        escape(&d.device_type)
+                    );
+                }
+            }
+        }
         if let Some(t) = gauges.tokens {
             out.push_str("# HELP sigil_tokens Service tokens in the token store.\n");
             out.push_str("# TYPE sigil_tokens gauge\n");
@@ -188,6 +211,20 @@ impl Metrics {
         counters.push(
             json!({ "Name": "sigil.audit.failures", "Count": g.audit_failures, "Labels": {} }),
         );
+        for d in &gauges.audit_devices {
+            for (outcome, n) in [
+                ("written", d.written),
+                ("failed", d.failed),
+                ("dropped", d.dropped),
+                ("timed_out", d.timed_out),
+            ] {
+                counters.push(json!({
+                    "Name": "sigil.audit.device.records",
+                    "Count": n,
+                    "Labels": { "device": d.path, "type": d.device_type, "outcome": outcome },
+                }));
+            }
+        }
         let mut gauge_list = Vec::new();
         if let Some(t) = gauges.tokens {
             gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
@@ -226,8 +263,18 @@ mod tests {
         m.audit_failure();
         let text = m.prometheus(&Gauges {
             tokens: Some(3),
-            sealed: false,
+            audit_devices: vec![crate::audit::DeviceMetrics {
+                path: "file/".into(),
+                device_type: "file".into(),
+                written: 5,
+                failed: 0,
+                dropped: 2,
+                timed_out: 1,
+            }],
         });
+        assert!(text.contains(
+            "sigil_audit_device_records_total{device=\"file/\",type=\"file\",outcome=\"dropped\"} 2"
+        ));
         assert!(text.contains(
             "sigil_request_duration_seconds_bucket{operation=\"read\",mount=\"secret/\",le=\"0.0005\"} 1"
         ));

@@ -492,7 +492,7 @@ impl Pipeline {
     fn metrics_response(&self, format: &str) -> Result<Response, ApiError> {
         let gauges = crate::metrics::Gauges {
             tokens: self.tokens.count().ok().map(|n| n as u64),
-            sealed: false,
+            audit_devices: self.audit.metrics().devices,
         };
         match format {
             "prometheus" => Ok(Response {

@@ -607,6 +607,7 @@ impl SealManager {
         let mut m = self.lock();
         m.begin_seal()?;
         self.barrier.seal();
+        self.tokens.forget_salt();
         m.sealed();
         tracing::info!("node sealed");
         Ok(())

@@ -164,6 +164,19 @@ fn a_hung_socket_device_does_not_stall_requests_while_a_file_device_records() {
         let n = text.lines().filter(|l| l.contains(&path)).count();
         assert_eq!(n, 2, "request and response of {path} in the file device");
     }
+    // The stuck device's lost records show in the metrics.
     let (code, metrics) = call(&base, "GET", "sys/metrics", Some(&root), "");
     assert_eq!(code, 200, "{metrics}");
+    let lost: u64 = metrics["data"]["Counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .filter(|c| {
+            c["Name"] == "sigil.audit.device.records"
+                && c["Labels"]["device"] == "stuck/"
+                && c["Labels"]["outcome"] != "written"
+        })
+        .map(|c| c["Count"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(lost > 0, "the stuck device lost records: {metrics}");
 }
