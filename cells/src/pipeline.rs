@@ -250,13 +250,21 @@ impl Pipeline {
         {
             req.operation = Operation::Create;
         }
-        let authorized = caller
-            .acl
-            .authorize(req.operation, &req.path, &req.data, req.wrap_ttl)
-            .map_err(|denied| {
-                tracing::debug!(path = %req.path, reason = %denied, "request denied by policy");
-                ApiError::PermissionDenied
-            })?;
+        let authorized = if is_self_filtering(mount, rel, req.operation) {
+            // The handler shows only mounts the token can use at all.
+            crate::policy::Authorized {
+                sudo: false,
+                root: caller.is_root(),
+            }
+        } else {
+            caller
+                .acl
+                .authorize(req.operation, &req.path, &req.data, req.wrap_ttl)
+                .map_err(|denied| {
+                    tracing::debug!(path = %req.path, reason = %denied, "request denied by policy");
+                    ApiError::PermissionDenied
+                })?
+        };
         if needs_sudo(mount, rel) && !authorized.sudo {
             return Err(ApiError::PermissionDenied);
         }
@@ -531,6 +539,15 @@ fn needs_sudo(mount: &MountEntry, rel: &str) -> bool {
             rel == *p || rel.strip_prefix(p).is_some_and(|r| r.starts_with('/'))
         }
     })
+}
+
+/// `sys/internal/ui/mounts[/:path]`: any valid token may ask, as in Vault
+/// (clients use it to find a path's mount and KV version); the answer lists
+/// only mounts the token's policies grant something on.
+fn is_self_filtering(mount: &MountEntry, rel: &str, op: Operation) -> bool {
+    mount.mount_type == "system"
+        && op == Operation::Read
+        && (rel == "internal/ui/mounts" || rel.starts_with("internal/ui/mounts/"))
 }
 
 fn is_unauthenticated_wrapping(rel: &str, req: &Request) -> bool {
