@@ -232,23 +232,7 @@ pub(crate) fn response_body(resp: logical::Response, request_id: &str) -> Value 
         .as_ref()
         .map(|l| (l.lease_id.clone(), l.ttl, l.renewable))
         .unwrap_or_default();
-    let auth = resp.auth.as_ref().map(|a| {
-        json!({
-            "client_token": a.client_token.expose(),
-            "accessor": a.accessor,
-            "policies": a.policies,
-            "token_policies": a.token_policies,
-            "identity_policies": a.identity_policies,
-            "metadata": a.metadata,
-            "lease_duration": a.lease_duration,
-            "renewable": a.renewable,
-            "entity_id": a.entity_id,
-            "token_type": a.token_type,
-            "orphan": a.orphan,
-            "mfa_requirement": null,
-            "num_uses": a.num_uses,
-        })
-    });
+    let auth = resp.auth.as_ref().map(logical::Auth::to_json);
     let wrap_info = resp.wrap_info.as_ref().map(|w| {
         json!({
             "token": w.token.expose(),

@@ -135,6 +135,28 @@ pub struct Auth {
     pub num_uses: u64,
 }
 
+impl Auth {
+    /// The `auth` object of Vault's response envelope. It holds the client
+    /// token in clear: only for the wire, or for storage inside the barrier.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "client_token": self.client_token.expose(),
+            "accessor": self.accessor,
+            "policies": self.policies,
+            "token_policies": self.token_policies,
+            "identity_policies": self.identity_policies,
+            "metadata": self.metadata,
+            "lease_duration": self.lease_duration,
+            "renewable": self.renewable,
+            "entity_id": self.entity_id,
+            "token_type": self.token_type,
+            "orphan": self.orphan,
+            "mfa_requirement": null,
+            "num_uses": self.num_uses,
+        })
+    }
+}
+
 /// A lease attached to a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

@@ -157,12 +157,7 @@ impl Metrics {
             );
             out.push_str("# TYPE sigil_audit_device_records_total counter\n");
             for d in &gauges.audit_devices {
-                for (outcome, n) in [
-                    ("written", d.written),
-                    ("failed", d.failed),
-                    ("dropped", d.dropped),
-                    ("timed_out", d.timed_out),
-                ] {
+                for (outcome, n) in outcomes(d) {
                     let _ = writeln!(
                         out,
                         "sigil_audit_device_records_total{{device=\"{}\",type=\"{}\",outcome=\"{outcome}\"}} {n}",
@@ -212,12 +207,7 @@ impl Metrics {
             json!({ "Name": "sigil.audit.failures", "Count": g.audit_failures, "Labels": {} }),
         );
         for d in &gauges.audit_devices {
-            for (outcome, n) in [
-                ("written", d.written),
-                ("failed", d.failed),
-                ("dropped", d.dropped),
-                ("timed_out", d.timed_out),
-            ] {
+            for (outcome, n) in outcomes(d) {
                 counters.push(json!({
                     "Name": "sigil.audit.device.records",
                     "Count": n,
@@ -238,6 +228,16 @@ impl Metrics {
             "Samples": samples,
         })
     }
+}
+
+/// An audit device's counters by outcome label.
+fn outcomes(d: &crate::audit::DeviceMetrics) -> [(&'static str, u64); 4] {
+    [
+        ("written", d.written),
+        ("failed", d.failed),
+        ("dropped", d.dropped),
+        ("timed_out", d.timed_out),
+    ]
 }
 
 fn escape(s: &str) -> String {

@@ -109,22 +109,7 @@ async fn store_wrapped(
 
 /// The parts of a response a wrapping token keeps.
 fn stored_json(resp: &Response) -> Value {
-    let auth = resp.auth.as_ref().map(|a| {
-        json!({
-            "client_token": a.client_token.expose(),
-            "accessor": a.accessor,
-            "policies": a.policies,
-            "token_policies": a.token_policies,
-            "identity_policies": a.identity_policies,
-            "metadata": a.metadata,
-            "lease_duration": a.lease_duration,
-            "renewable": a.renewable,
-            "entity_id": a.entity_id,
-            "token_type": a.token_type,
-            "orphan": a.orphan,
-            "num_uses": a.num_uses,
-        })
-    });
+    let auth = resp.auth.as_ref().map(Auth::to_json);
     let lease = resp
         .lease
         .as_ref()
@@ -190,17 +175,25 @@ async fn read_stored(p: &Pipeline, hash: &str) -> Result<Value, ApiError> {
         .ok_or_else(invalid_token)
 }
 
+/// The live wrapping token `token` names, or the wrapping error.
+fn live_wrapping_entry(
+    p: &Pipeline,
+    token: &SecretString,
+    now: i64,
+) -> Result<TokenEntry, ApiError> {
+    p.tokens
+        .lookup_live(token, now)?
+        .filter(is_wrapping)
+        .ok_or_else(invalid_token)
+}
+
 /// `sys/wrapping/lookup`: what a wrapping token is, without spending it.
 pub(super) async fn lookup(p: &Pipeline, req: &Request, now: i64) -> Result<Response, ApiError> {
     let token = match params::string(&req.data, "token")? {
         Some(t) if !t.is_empty() => SecretString::new(t),
         _ => req.token.clone().ok_or_else(invalid_token)?,
     };
-    let entry = p
-        .tokens
-        .lookup_live(&token, now)?
-        .filter(is_wrapping)
-        .ok_or_else(invalid_token)?;
+    let entry = live_wrapping_entry(p, &token, now)?;
     let created = OffsetDateTime::from_unix_timestamp(entry.created_unix)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     Ok(data(json!({
@@ -228,11 +221,7 @@ pub(super) async fn unwrap(
 pub(super) async fn unwrap_named(p: &Pipeline, req: &Request) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let token = SecretString::new(params::require_string(&req.data, "token")?);
-    let entry = p
-        .tokens
-        .lookup_live(&token, now)?
-        .filter(is_wrapping)
-        .ok_or_else(invalid_token)?;
+    let entry = live_wrapping_entry(p, &token, now)?;
     let spent = p.tokens.spend_use(&entry.hash)?.ok_or_else(invalid_token)?;
     let stored = read_stored(p, &spent.hash).await;
     p.cleanup_revoked(std::slice::from_ref(&spent.hash)).await;
@@ -257,11 +246,7 @@ pub(super) async fn wrap_data(_p: &Pipeline, req: &Request) -> Result<Response, 
 pub(super) async fn rewrap(p: &Pipeline, req: &Request) -> Result<Response, ApiError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let token = SecretString::new(params::require_string(&req.data, "token")?);
-    let entry = p
-        .tokens
-        .lookup_live(&token, now)?
-        .filter(is_wrapping)
-        .ok_or_else(invalid_token)?;
+    let entry = live_wrapping_entry(p, &token, now)?;
     let stored = read_stored(p, &entry.hash).await?;
     let wrapped_accessor = stored["auth"]["accessor"]
         .as_str()

@@ -189,6 +189,20 @@ impl V2<'_> {
     }
 
     fn data_read(&self, key: &str, query: &Data) -> Result<Response, ApiError> {
+        match self.read_version(key, query, "data")? {
+            VersionRead::Live { mut body, stored } => {
+                body.insert("data".into(), Value::Object(stored));
+                Ok(Response::data(body))
+            }
+            VersionRead::Gone(resp) => Ok(*resp),
+        }
+    }
+
+    /// The version a read names (`version`; absent or 0 is the latest), with
+    /// the body's `metadata` filled in and `field` set to null. A deleted or
+    /// destroyed version is [`VersionRead::Gone`]: a 404 that still carries
+    /// that body, as Vault answers.
+    fn read_version(&self, key: &str, query: &Data, field: &str) -> Result<VersionRead, ApiError> {
         let meta = load_meta(self.view, key)?.ok_or_else(not_found)?;
         let n = match fields::uint(query, "version")? {
             None | Some(0) => meta.current_version,
@@ -196,17 +210,16 @@ impl V2<'_> {
         };
         let vm = meta.versions.get(&n).ok_or_else(not_found)?;
         let mut body = Map::new();
-        body.insert("data".into(), Value::Null);
+        body.insert(field.into(), Value::Null);
         body.insert("metadata".into(), Value::Object(meta.version_data(n, vm)));
         if !vm.is_live(self.now) {
-            return Ok(Response::not_found_with(body));
+            return Ok(VersionRead::Gone(Box::new(Response::not_found_with(body))));
         }
         let stored: Data = self
             .view
             .get_json(&version_key(key, n))?
             .ok_or_else(|| missing_version(key, n))?;
-        body.insert("data".into(), Value::Object(stored));
-        Ok(Response::data(body))
+        Ok(VersionRead::Live { body, stored })
     }
 
     async fn data_write(&self, key: &str, data: &Data) -> Result<Response, ApiError> {
@@ -407,24 +420,13 @@ impl V2<'_> {
 
     fn subkeys(&self, key: &str, query: &Data) -> Result<Response, ApiError> {
         let depth = fields::uint(query, "depth")?.unwrap_or(0);
-        let meta = load_meta(self.view, key)?.ok_or_else(not_found)?;
-        let n = match fields::uint(query, "version")? {
-            None | Some(0) => meta.current_version,
-            Some(v) => v,
-        };
-        let vm = meta.versions.get(&n).ok_or_else(not_found)?;
-        let mut body = Map::new();
-        body.insert("subkeys".into(), Value::Null);
-        body.insert("metadata".into(), Value::Object(meta.version_data(n, vm)));
-        if !vm.is_live(self.now) {
-            return Ok(Response::not_found_with(body));
+        match self.read_version(key, query, "subkeys")? {
+            VersionRead::Live { mut body, stored } => {
+                body.insert("subkeys".into(), structure(&stored, depth, 1));
+                Ok(Response::data(body))
+            }
+            VersionRead::Gone(resp) => Ok(*resp),
         }
-        let stored: Data = self
-            .view
-            .get_json(&version_key(key, n))?
-            .ok_or_else(|| missing_version(key, n))?;
-        body.insert("subkeys".into(), structure(&stored, depth, 1));
-        Ok(Response::data(body))
     }
 }
 
@@ -451,6 +453,15 @@ pub(super) async fn import_v1(
         .delete(v1_entry)?;
     view.commit(batch).await?;
     Ok(true)
+}
+
+/// What [`V2::read_version`] found.
+enum VersionRead {
+    Live {
+        body: Map<String, Value>,
+        stored: Data,
+    },
+    Gone(Box<Response>),
 }
 
 fn missing_version(key: &str, n: u64) -> ApiError {
