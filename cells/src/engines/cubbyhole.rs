@@ -62,16 +62,7 @@ impl Engine for CubbyholeEngine {
                     .read(ctx.path)?
                     .map(Response::data)
                     .ok_or_else(|| ApiError::NotFound("no value at this path".into())),
-                Operation::List => store.list(ctx.path),
-                Operation::Create | Operation::Update => {
-                    store.write(ctx.path, &req.data).await?;
-                    Ok(Response::empty())
-                }
-                Operation::Delete => {
-                    store.delete(ctx.path).await?;
-                    Ok(Response::empty())
-                }
-                Operation::Patch => Err(ApiError::UnsupportedOperation),
+                op => store.serve_non_read(op, ctx.path, &req.data).await,
             }
         })
     }

@@ -4,7 +4,7 @@
 
 use crate::api_error::ApiError;
 use crate::engines::list_response;
-use crate::logical::{Data, Response};
+use crate::logical::{Data, Operation, Response};
 use crate::view::{BarrierView, check_key};
 
 /// The flat store on `view`. Keys are request paths relative to the mount;
@@ -45,6 +45,29 @@ impl FlatStore {
     pub async fn delete(&self, key: &str) -> Result<(), ApiError> {
         let key = parse_key(key)?;
         self.view.delete(key).await
+    }
+
+    /// Serves every operation but a read (KV version 1 adds a lease to its
+    /// reads; the cubbyhole does not): list, write (create or update),
+    /// delete; patch is not supported on a flat store.
+    pub async fn serve_non_read(
+        &self,
+        op: Operation,
+        path: &str,
+        data: &Data,
+    ) -> Result<Response, ApiError> {
+        match op {
+            Operation::List => self.list(path),
+            Operation::Create | Operation::Update => {
+                self.write(path, data).await?;
+                Ok(Response::empty())
+            }
+            Operation::Delete => {
+                self.delete(path).await?;
+                Ok(Response::empty())
+            }
+            Operation::Read | Operation::Patch => Err(ApiError::UnsupportedOperation),
+        }
     }
 
     /// Direct children of `dir` (empty for the root; a missing trailing `/`

@@ -132,16 +132,7 @@ async fn v1_handle(ctx: &EngineCtx<'_>, req: &Request) -> Result<Response, ApiEr
     let store = v1_store(&ctx.view)?;
     match req.operation {
         Operation::Read => v1_read(ctx),
-        Operation::List => store.list(ctx.path),
-        Operation::Create | Operation::Update => {
-            store.write(ctx.path, &req.data).await?;
-            Ok(Response::empty())
-        }
-        Operation::Delete => {
-            store.delete(ctx.path).await?;
-            Ok(Response::empty())
-        }
-        Operation::Patch => Err(ApiError::UnsupportedOperation),
+        op => store.serve_non_read(op, ctx.path, &req.data).await,
     }
 }
 
