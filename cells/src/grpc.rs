@@ -255,10 +255,15 @@ impl Sys for SysService {
     #[tracing::instrument(name = "grpc.Sys/KeyStatus", skip_all)]
     async fn key_status(&self, req: Request<pb::KeyStatusRequest>) -> Reply<pb::KeyStatusResponse> {
         let c = caller(&req);
-        reply(self.node.key_status(&c).map(|k| pb::KeyStatusResponse {
-            term: k.term,
-            install_time: k.install_time_unix,
-            encryptions: k.encryptions,
-        }))
+        reply(
+            self.node
+                .key_status(&c)
+                .await
+                .map(|k| pb::KeyStatusResponse {
+                    term: k.term,
+                    install_time: k.install_time_unix,
+                    encryptions: k.encryptions,
+                }),
+        )
     }
 }

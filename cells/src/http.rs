@@ -22,7 +22,7 @@ use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 use crate::logical::{self, Consistency, Operation, Outcome};
-use crate::node::{Caller, KeyStatus, Node};
+use crate::node::{Caller, Node};
 use crate::seal::{GenerateRootStatus, InitParams, RekeyStatus, SealStatus};
 use crate::shamir::Share;
 
@@ -38,7 +38,6 @@ pub fn router(node: Arc<Node>, max_body: usize) -> Router {
     Router::new()
         .route("/v1/sys/init", any(init))
         .route("/v1/sys/unseal", any(unseal))
-        .route("/v1/sys/seal", any(seal))
         .route("/v1/sys/seal-status", any(seal_status))
         .route("/v1/sys/health", any(health))
         .route("/v1/sys/leader", any(leader))
@@ -57,8 +56,6 @@ pub fn router(node: Arc<Node>, max_body: usize) -> Router {
         )
         .route("/v1/sys/generate-root/attempt", any(generate_root_attempt))
         .route("/v1/sys/generate-root/update", any(generate_root_update))
-        .route("/v1/sys/rotate", any(rotate))
-        .route("/v1/sys/key-status", any(key_status))
         .fallback(logical)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
@@ -380,28 +377,6 @@ fn unsupported() -> Response {
     error_response(&ApiError::UnsupportedOperation)
 }
 
-/// The standard Vault envelope around `data`; `legacy_top_level` also copies
-/// the data keys to the top level, as Vault's older `sys/` endpoints do.
-fn envelope(data: Value, legacy_top_level: bool) -> Value {
-    let mut body = json!({
-        "request_id": uuid::Uuid::new_v4().to_string(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-        "mount_type": "system",
-    });
-    if legacy_top_level && let (Some(obj), Some(d)) = (body.as_object_mut(), data.as_object()) {
-        for (k, v) in d {
-            obj.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    body
-}
-
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| error_response(&e))
 }
@@ -477,17 +452,6 @@ fn generate_root_json(s: &GenerateRootStatus) -> Value {
         "otp": s.otp.as_ref().map(|o| o.expose().to_owned()).unwrap_or_default(),
         "otp_length": s.otp_length,
     })
-}
-
-fn key_status_json(k: &KeyStatus) -> Value {
-    let install_time = time::OffsetDateTime::from_unix_timestamp(k.install_time_unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    json!({ "term": k.term, "install_time": install_time, "encryptions": k.encryptions })
 }
 
 // ---- handlers ----------------------------------------------------------------
@@ -581,20 +545,6 @@ async fn unseal(State(st): State<AppState>, req: Request) -> Response {
                 .unseal(b.key.as_deref(), b.reset == Some(true))
                 .await?;
             Ok(ok(seal_status_json(&status)))
-        }
-        .await,
-    )
-}
-
-async fn seal(State(st): State<AppState>, req: Request) -> Response {
-    respond(
-        async {
-            let p = parse(&st, req).await?;
-            if !is_write(&p.method) {
-                return Ok(unsupported());
-            }
-            st.node.seal(&p.caller).await?;
-            Ok(no_content())
         }
         .await,
     )
@@ -839,34 +789,6 @@ async fn generate_root_update(State(st): State<AppState>, req: Request) -> Respo
             let (key, nonce) = require_key_nonce(b)?;
             let s = st.node.generate_root_update(&nonce, &key).await?;
             Ok(ok(generate_root_json(&s)))
-        }
-        .await,
-    )
-}
-
-async fn rotate(State(st): State<AppState>, req: Request) -> Response {
-    respond(
-        async {
-            let p = parse(&st, req).await?;
-            if !is_write(&p.method) {
-                return Ok(unsupported());
-            }
-            st.node.rotate(&p.caller).await?;
-            Ok(no_content())
-        }
-        .await,
-    )
-}
-
-async fn key_status(State(st): State<AppState>, req: Request) -> Response {
-    respond(
-        async {
-            let p = parse(&st, req).await?;
-            if p.method != Method::GET {
-                return Ok(unsupported());
-            }
-            let k = st.node.key_status(&p.caller)?;
-            Ok(ok(envelope(key_status_json(&k), true)))
         }
         .await,
     )

@@ -10,7 +10,7 @@ use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 pub use crate::barrier::KeyStatus;
-use crate::logical::{Request, Response};
+use crate::logical::{Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::pipeline::{NoRevocations, Pipeline, RevocationFilter};
 use crate::seal::machine::RekeyTarget;
@@ -100,8 +100,7 @@ impl Node {
         }
         let p = Arc::new(
             Pipeline::load(
-                self.seal.barrier().clone(),
-                self.seal.tokens().clone(),
+                self.seal.clone(),
                 self.revocation.clone(),
                 self.metrics.clone(),
             )
@@ -311,9 +310,10 @@ impl Node {
 
     // ---- root token required ---------------------------------------------
 
+    /// `sys/seal`, through the pipeline (audited; needs `sudo`).
     pub async fn seal(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.authorize_root(caller)?;
-        self.blocking(|s| s.seal()).await?;
+        self.handle(Self::sys_request(Operation::Update, "sys/seal", caller))
+            .await?;
         // Audit devices and caches go with the keys.
         self.pipeline
             .write()
@@ -322,25 +322,24 @@ impl Node {
         Ok(())
     }
 
+    /// `sys/rotate`, through the pipeline (audited; needs `sudo`).
     pub async fn rotate(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
-        self.authorize_root(caller)?;
-        self.blocking(|s| Ok(s.barrier().rotate()?)).await
-    }
-
-    pub fn key_status(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
-        self.authorize_root(caller)?;
+        self.handle(Self::sys_request(Operation::Update, "sys/rotate", caller))
+            .await?;
         Ok(self.seal.barrier().key_status()?)
     }
 
-    /// A sealed node answers 503 before looking at the token; then the token
-    /// must exist and carry the `root` policy.
-    fn authorize_root(&self, caller: &Caller) -> Result<(), ApiError> {
-        self.require_unsealed()?;
-        let token = caller.token.as_ref().ok_or(ApiError::PermissionDenied)?;
-        match self.seal.tokens().lookup(token)? {
-            Some(entry) if entry.is_root() => Ok(()),
-            _ => Err(ApiError::PermissionDenied),
-        }
+    /// `sys/key-status`, through the pipeline.
+    pub async fn key_status(&self, caller: &Caller) -> Result<KeyStatus, ApiError> {
+        self.handle(Self::sys_request(Operation::Read, "sys/key-status", caller))
+            .await?;
+        Ok(self.seal.barrier().key_status()?)
+    }
+
+    fn sys_request(op: Operation, path: &str, caller: &Caller) -> Request {
+        let mut r = Request::new(op, path).with_token(caller.token.clone());
+        r.client_addr = caller.remote_addr;
+        r
     }
 
     fn require_unsealed(&self) -> Result<(), ApiError> {

@@ -34,6 +34,7 @@ use crate::logical::{self, Data, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::mounts::{MountEntry, Router, Table};
 use crate::policy::Acl;
+use crate::seal::SealManager;
 use crate::token::{TokenEntry, TokenStore};
 use crate::view::BarrierView;
 
@@ -111,17 +112,22 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Recent remounts, for `sys/remount/status/:id`.
     remounts: std::sync::Mutex<BTreeMap<String, Value>>,
+    /// For `sys/seal`, `sys/rotate` and `sys/key-status`, which go through
+    /// the pipeline like everything else (audited, `sudo` where Vault wants
+    /// it).
+    seal: Arc<SealManager>,
 }
 
 impl Pipeline {
     /// Builds the pipeline from what the (unsealed) barrier holds, creating
     /// the default mounts the first time.
     pub async fn load(
-        barrier: Barrier,
-        tokens: TokenStore,
+        seal: Arc<SealManager>,
         revocation: Arc<dyn RevocationFilter>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ApiError> {
+        let barrier = seal.barrier().clone();
+        let tokens = seal.tokens().clone();
         let generation = barrier.generation();
         let mounts: Vec<MountEntry> = match barrier.get(MOUNTS_KEY)? {
             Some(raw) => serde_json::from_slice(&raw)
@@ -151,6 +157,7 @@ impl Pipeline {
             metrics,
             remounts: std::sync::Mutex::default(),
             barrier,
+            seal,
         };
         sys::load_audit_devices(&pipeline).await?;
         Ok(pipeline)

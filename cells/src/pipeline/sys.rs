@@ -136,6 +136,38 @@ pub(super) async fn handle(
         ("wrapping", "wrap") if write => wrapping::wrap_data(p, req).await,
         ("wrapping", "unwrap") if write => wrapping::unwrap(p, req, caller).await,
         ("wrapping", "rewrap") if write => wrapping::rewrap(p, req).await,
+        ("seal", "") if write => {
+            let seal = p.seal.clone();
+            tokio::task::spawn_blocking(move || seal.seal())
+                .await
+                .map_err(|e| ApiError::Internal(format!("seal task failed: {e}")))??;
+            tracing::info!(accessor = %caller.entry.accessor, "sealed by request");
+            Ok(Response::empty())
+        }
+        ("rotate", "") if write => {
+            let barrier = p.barrier.clone();
+            let status = tokio::task::spawn_blocking(move || barrier.rotate())
+                .await
+                .map_err(|e| ApiError::Internal(format!("rotate task failed: {e}")))??;
+            tracing::info!(term = status.term, accessor = %caller.entry.accessor, "keyring rotated");
+            Ok(Response::empty())
+        }
+        ("key-status", "") if op == Operation::Read => {
+            let k = p.barrier.key_status()?;
+            let install_time = time::OffsetDateTime::from_unix_timestamp(k.install_time_unix)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            Ok(data(json!({
+                "term": k.term,
+                "install_time": install_time,
+                "encryptions": k.encryptions,
+            }))
+            .legacy())
+        }
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)
@@ -163,6 +195,9 @@ fn known_head(head: &str) -> bool {
             | "wrapping"
             | "metrics"
             | "internal"
+            | "seal"
+            | "rotate"
+            | "key-status"
     )
 }
 

@@ -445,6 +445,13 @@ def audit(client, audit_file):
                                                  mount_point="secret")
     client.secrets.kv.v2.read_secret_version("audited", mount_point="secret",
                                              raise_on_deleted_version=True)
+    # Key operations go through the pipeline too: audited, and sudo-only.
+    client.sys.rotate_encryption_key()
+    assert client.sys.get_encryption_key_status()["data"]["term"] == 2
+    reader = hvac.Client(url=client.url,
+                         token=client.auth.token.create(policies=["default"])["auth"]["client_token"])
+    expect(exc.Forbidden, reader.sys.rotate_encryption_key)
+    expect(exc.Forbidden, reader.sys.seal)
     return h
 
 
