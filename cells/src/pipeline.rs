@@ -281,8 +281,7 @@ impl Pipeline {
         if caller.entry.num_uses > 0 {
             match self.tokens.spend_use(&caller.entry.hash)? {
                 None => return Err(ApiError::PermissionDenied),
-                Some(e) if e.num_uses == 0 => revoked_by_use.push(caller.entry.hash.clone()),
-                Some(_) => {}
+                Some(spent) => revoked_by_use = spent.revoked,
             }
         }
         let audit_in = self.audit_input(req, mount, Some(&caller));

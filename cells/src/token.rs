@@ -167,6 +167,16 @@ pub struct NewToken {
     pub entity_id: String,
 }
 
+/// One use of a token, spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spent {
+    /// The entry after the use (`num_uses` 0 once the last use is spent).
+    pub entry: TokenEntry,
+    /// Tokens revoked because this was the last use: the token itself and
+    /// its descendants, children first.
+    pub revoked: Vec<String>,
+}
+
 /// The result of a renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Renewed {
@@ -344,23 +354,24 @@ impl TokenStore {
         self.by_hash(&hash)
     }
 
-    /// Spends one use of a limited-use token. Returns the entry as it is
-    /// after the use, or `None` when no use was left (the token is dead).
-    /// A token whose last use this was is deleted here; the request it
-    /// authorised still completes.
-    pub fn spend_use(&self, hash: &str) -> Result<Option<TokenEntry>, BarrierError> {
+    /// Spends one use of a limited-use token. `None` when the token does not
+    /// exist (no use was left). A token whose last use this was is revoked
+    /// here, with its descendants; the request it authorised still completes,
+    /// and the caller cleans up after the tokens in [`Spent::revoked`].
+    pub fn spend_use(&self, hash: &str) -> Result<Option<Spent>, BarrierError> {
         let _guard = self.uses.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut entry) = self.by_hash(hash)? else {
             return Ok(None);
         };
         match entry.num_uses {
-            0 => Ok(Some(entry)),
+            0 => Ok(Some(Spent {
+                entry,
+                revoked: Vec::new(),
+            })),
             1 => {
                 entry.num_uses = 0;
-                // Children of a use-limited token die with it.
-                self.revoke_tree(hash)?;
-                // Report "no uses left" with a non-zero initial count.
-                Ok(Some(entry))
+                let revoked = self.revoke_tree(hash)?;
+                Ok(Some(Spent { entry, revoked }))
             }
             n => {
                 entry.num_uses = n - 1;
@@ -369,7 +380,10 @@ impl TokenStore {
                     .batch()
                     .put(&format!("{ID_PREFIX}{hash}"), &to_json(&entry)?)?;
                 self.barrier.commit(batch)?;
-                Ok(Some(entry))
+                Ok(Some(Spent {
+                    entry,
+                    revoked: Vec::new(),
+                }))
             }
         }
     }
@@ -878,10 +892,22 @@ mod tests {
             )
             .expect("create");
         assert_eq!(
-            store.spend_use(&e.hash).expect("use").map(|e| e.num_uses),
+            store
+                .spend_use(&e.hash)
+                .expect("use")
+                .map(|s| s.entry.num_uses),
             Some(1)
         );
-        assert!(store.spend_use(&e.hash).expect("use").is_some());
+        let (_, kid) = child_of(&store, Some(&e.hash), 600);
+        let last = store
+            .spend_use(&e.hash)
+            .expect("use")
+            .expect("a use was left");
+        assert_eq!(
+            last.revoked,
+            [kid.hash.clone(), e.hash.clone()],
+            "children first"
+        );
         assert!(store.lookup(&t).expect("lookup").is_none());
         assert!(store.spend_use(&e.hash).expect("use").is_none());
     }

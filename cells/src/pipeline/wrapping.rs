@@ -223,8 +223,8 @@ pub(super) async fn unwrap_named(p: &Pipeline, req: &Request) -> Result<Response
     let token = SecretString::new(params::require_string(&req.data, "token")?);
     let entry = live_wrapping_entry(p, &token, now)?;
     let spent = p.tokens.spend_use(&entry.hash)?.ok_or_else(invalid_token)?;
-    let stored = read_stored(p, &spent.hash).await;
-    p.cleanup_revoked(std::slice::from_ref(&spent.hash)).await;
+    let stored = read_stored(p, &entry.hash).await;
+    p.cleanup_revoked(&spent.revoked).await;
     Ok(response_from(&stored?))
 }
 
