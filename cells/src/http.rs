@@ -122,7 +122,13 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
         .ok_or_else(|| ApiError::NotFound(String::new()))?;
     let path = percent_decode(path)?;
     let method = req.method().clone();
-    let headers = req.headers().clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
+    let wrap_ttl = req.headers().get("x-vault-wrap-ttl").cloned();
+    let consistency = consistency_from(req.headers())?;
     let p = parse(st, req).await?;
     // Go's strconv.ParseBool, as Vault reads it (hvac sends `list=True`).
     let list_query = matches!(
@@ -161,11 +167,8 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
     r.data = data;
     r.token = p.caller.token;
     r.client_addr = p.caller.remote_addr;
-    r.content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
-    if let Some(v) = headers.get("x-vault-wrap-ttl") {
+    r.content_type = content_type;
+    if let Some(v) = wrap_ttl {
         let text = v
             .to_str()
             .map_err(|_| ApiError::InvalidRequest("invalid X-Vault-Wrap-TTL".into()))?;
@@ -178,7 +181,7 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
         }
         r.wrap_ttl = Some(ttl);
     }
-    r.consistency = consistency_from(&headers)?;
+    r.consistency = consistency;
     Ok(r)
 }
 
@@ -241,9 +244,11 @@ pub(crate) fn response_body(resp: logical::Response, request_id: &str) -> Value 
         })
     });
     let warnings = (!resp.warnings.is_empty()).then_some(&resp.warnings);
-    let data = match (&resp.data, &resp.wrap_info) {
+    // Legacy endpoints repeat `data` at the top level; only they keep a copy.
+    let top_level = resp.legacy_top_level.then(|| resp.data.clone()).flatten();
+    let data = match (resp.data, &resp.wrap_info) {
         (_, Some(_)) | (None, _) => Value::Null,
-        (Some(d), None) => Value::Object(d.clone()),
+        (Some(d), None) => Value::Object(d),
     };
     let mut body = json!({
         "request_id": request_id,
@@ -256,11 +261,9 @@ pub(crate) fn response_body(resp: logical::Response, request_id: &str) -> Value 
         "auth": auth,
         "mount_type": resp.mount_type,
     });
-    if resp.legacy_top_level
-        && let (Some(obj), Some(d)) = (body.as_object_mut(), resp.data.as_ref())
-    {
+    if let (Some(obj), Some(d)) = (body.as_object_mut(), top_level) {
         for (k, v) in d {
-            obj.entry(k.clone()).or_insert_with(|| v.clone());
+            obj.entry(k).or_insert(v);
         }
     }
     body

@@ -92,10 +92,35 @@ pub struct Request {
     pub content_type: Option<String>,
 }
 
+/// A fresh request ID in UUID form: a random per-process prefix and a
+/// counter. IDs are unique and correlate a request across logs and audit;
+/// they are not secrets, so the hot path spends no system call on them.
+pub fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // On failure the prefix is zero: IDs stay unique within the process.
+        let _ = aws_lc_rs::rand::fill(&mut b);
+        u64::from_be_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        prefix >> 32,
+        (prefix >> 16) & 0xffff,
+        prefix & 0x0fff,
+        (n >> 48) & 0x0fff,
+        n & 0xffff_ffff_ffff
+    )
+}
+
 impl Request {
     pub fn new(operation: Operation, path: impl Into<String>) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: new_request_id(),
             operation,
             path: path.into(),
             data: Data::new(),
@@ -323,6 +348,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_uuid_shaped() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12], "{a}");
+        assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
     }
 
     #[test]

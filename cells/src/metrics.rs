@@ -47,7 +47,8 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(Operation, String), Histogram>,
+    /// By mount, then operation: a lookup by `&str` allocates nothing.
+    requests: BTreeMap<String, BTreeMap<Operation, Histogram>>,
     errors: BTreeMap<(Operation, String, u16), u64>,
     audit_failures: u64,
 }
@@ -80,10 +81,11 @@ impl Metrics {
         error: Option<&ApiError>,
     ) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.requests
-            .entry((op, mount.to_owned()))
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        let by_op = match g.requests.get_mut(mount) {
+            Some(m) => m,
+            None => g.requests.entry(mount.to_owned()).or_default(),
+        };
+        by_op.entry(op).or_default().observe(elapsed.as_secs_f64());
         if let Some(e) = error {
             *g.errors
                 .entry((op, mount.to_owned(), e.http_status()))
@@ -102,7 +104,8 @@ impl Metrics {
     pub fn request_count(&self, op: Operation, mount: &str) -> u64 {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.requests
-            .get(&(op, mount.to_owned()))
+            .get(mount)
+            .and_then(|m| m.get(&op))
             .map_or(0, |h| h.count)
     }
 
@@ -114,7 +117,11 @@ impl Metrics {
             "# HELP sigil_request_duration_seconds Request latency by operation and mount.\n",
         );
         out.push_str("# TYPE sigil_request_duration_seconds histogram\n");
-        for ((op, mount), h) in &g.requests {
+        let rows = g
+            .requests
+            .iter()
+            .flat_map(|(mount, by_op)| by_op.iter().map(move |(op, h)| (op, mount, h)));
+        for (op, mount, h) in rows {
             let labels = format!("operation=\"{op}\",mount=\"{}\"", escape(mount));
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -182,7 +189,8 @@ impl Metrics {
         let samples: Vec<Value> = g
             .requests
             .iter()
-            .map(|((op, mount), h)| {
+            .flat_map(|(mount, by_op)| by_op.iter().map(move |(op, h)| (op, mount, h)))
+            .map(|(op, mount, h)| {
                 json!({
                     "Name": "sigil.request.duration",
                     "Count": h.count,

@@ -112,6 +112,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Recent remounts, for `sys/remount/status/:id`.
     remounts: std::sync::Mutex<BTreeMap<String, Value>>,
+    root_acl: Arc<Acl>,
     /// For `sys/seal`, `sys/rotate` and `sys/key-status`, which go through
     /// the pipeline like everything else (audited, `sudo` where Vault wants
     /// it).
@@ -156,6 +157,7 @@ impl Pipeline {
             revocation,
             metrics,
             remounts: std::sync::Mutex::default(),
+            root_acl: Arc::new(Acl::root()),
             barrier,
             seal,
         };
@@ -332,7 +334,7 @@ impl Pipeline {
             .lookup_live(&token, now)?
             .ok_or(ApiError::PermissionDenied)?;
         let acl = if entry.is_root() {
-            Arc::new(Acl::root())
+            self.root_acl.clone()
         } else {
             self.policies.acl(&entry.policies)?
         };
