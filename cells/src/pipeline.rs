@@ -238,12 +238,19 @@ impl Pipeline {
             // Unwrapping with a dead wrapping token is a bad request, not a
             // permission problem (as in Vault).
             Err(ApiError::PermissionDenied) if rel == "wrapping/unwrap" => {
-                return Err(wrapping::invalid_token());
+                return self
+                    .refused(req, mount, None, wrapping::invalid_token())
+                    .await;
+            }
+            Err(e @ ApiError::PermissionDenied) => {
+                return self.refused(req, mount, None, e).await;
             }
             Err(e) => return Err(e),
         };
         if self.revocation.is_revoked(&caller.entry) {
-            return Err(ApiError::PermissionDenied);
+            return self
+                .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
+                .await;
         }
         let ctx = EngineCtx {
             view: BarrierView::new(self.barrier.clone(), &mount.storage_prefix()),
@@ -261,28 +268,40 @@ impl Pipeline {
         }
         let authorized = if is_self_filtering(mount, rel, req.operation) {
             // The handler shows only mounts the token can use at all.
-            crate::policy::Authorized {
+            Ok(crate::policy::Authorized {
                 sudo: false,
                 root: caller.is_root(),
-            }
+            })
         } else {
             caller
                 .acl
                 .authorize(req.operation, &req.path, &req.data, req.wrap_ttl)
-                .map_err(|denied| {
-                    tracing::debug!(path = %req.path, reason = %denied, "request denied by policy");
-                    ApiError::PermissionDenied
-                })?
         };
-        if needs_sudo(mount, rel) && !authorized.sudo {
-            return Err(ApiError::PermissionDenied);
-        }
+        let authorized = match authorized {
+            Ok(a) if a.sudo || !needs_sudo(mount, rel) => a,
+            Ok(_) => {
+                tracing::debug!(path = %req.path, "request denied: needs sudo");
+                return self
+                    .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
+                    .await;
+            }
+            Err(denied) => {
+                tracing::debug!(path = %req.path, reason = %denied, "request denied by policy");
+                return self
+                    .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
+                    .await;
+            }
+        };
         caller.sudo = authorized.sudo;
         // Spend a use before the work: a token with no uses left is dead.
         let mut revoked_by_use = Vec::new();
         if caller.entry.num_uses > 0 {
             match self.tokens.spend_use(&caller.entry.hash)? {
-                None => return Err(ApiError::PermissionDenied),
+                None => {
+                    return self
+                        .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
+                        .await;
+                }
                 Some(spent) => revoked_by_use = spent.revoked,
             }
         }
@@ -427,6 +446,25 @@ impl Pipeline {
             .unwrap_or_default();
         let request = AuditRequest::new(req, &AuditMount::from_mount(mount), accessor);
         Some((auth, request))
+    }
+
+    /// Records a refused request (unknown token, policy denial) when audit
+    /// devices are configured: denials are what an auditor looks for. The
+    /// refusal stands either way; a device that cannot record it turns it
+    /// into the audit failure.
+    async fn refused(
+        &self,
+        req: &Request,
+        mount: &MountEntry,
+        caller: Option<&Caller>,
+        refusal: ApiError,
+    ) -> Result<Response, ApiError> {
+        let input = self.audit_input(req, mount, caller);
+        if input.is_some() {
+            self.audit_request(&input).await?;
+            self.audit_response(&input, mount, Err(&refusal)).await?;
+        }
+        Err(refusal)
     }
 
     /// Fail-closed: with devices configured, the request goes on only if one
