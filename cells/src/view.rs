@@ -84,19 +84,12 @@ impl BarrierView {
         }
     }
 
-    /// Commits `batch` atomically. The synced write runs on the blocking
-    /// pool, not on a runtime worker: concurrent commits then reach storage
-    /// together (RocksDB groups them into one sync) instead of waiting for
-    /// a free worker each.
+    /// Commits `batch` atomically.
     pub async fn commit(&self, batch: ViewBatch) -> Result<(), ApiError> {
         let b = batch
             .batch
             .ok_or_else(|| ApiError::Internal("batch already failed".into()))?;
-        let barrier = self.barrier.clone();
-        tokio::task::spawn_blocking(move || barrier.commit(b))
-            .await
-            .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))??;
-        Ok(())
+        Ok(self.barrier.commit(b)?)
     }
 
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
