@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::Client;
 use super::input::{self, Stdin};
-use super::mounts::mount_path;
+use super::mounts::{PathArgs, mount_path};
 use super::outcome::{Failure, Outcome};
 use super::output;
 use super::{ClientOpts, Format};
@@ -53,13 +53,6 @@ pub struct EnableArgs {
     /// Keep the device to this cluster (not replicated).
     #[arg(long)]
     local: bool,
-    #[command(flatten)]
-    opts: ClientOpts,
-}
-
-#[derive(Debug, Args)]
-pub struct PathArgs {
-    path: String,
     #[command(flatten)]
     opts: ClientOpts,
 }

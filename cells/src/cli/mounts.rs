@@ -72,11 +72,13 @@ pub struct SecretsEnableArgs {
     mount: MountArgs,
 }
 
+/// A single PATH argument (disable a mount, an auth method or an audit
+/// device).
 #[derive(Debug, Args)]
 pub struct PathArgs {
-    path: String,
+    pub(super) path: String,
     #[command(flatten)]
-    opts: ClientOpts,
+    pub(super) opts: ClientOpts,
 }
 
 #[derive(Debug, Args)]
