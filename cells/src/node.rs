@@ -77,7 +77,16 @@ impl Node {
     /// Serves a request through the pipeline (every path but the seal
     /// lifecycle endpoints).
     pub async fn handle(&self, req: Request) -> Result<Response, ApiError> {
-        self.pipeline().await?.handle(req).await
+        let result = self.pipeline().await?.handle(req).await;
+        if self.seal.barrier().is_sealed() {
+            // The request sealed the node: the pipeline's audit salts, token
+            // caches and open devices go with the keys.
+            self.pipeline
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+        result
     }
 
     /// The pipeline for the current unseal, built on first use.
@@ -313,13 +322,8 @@ impl Node {
     /// `sys/seal`, through the pipeline (audited; needs `sudo`).
     pub async fn seal(&self, caller: &Caller) -> Result<(), ApiError> {
         self.handle(Self::sys_request(Operation::Update, "sys/seal", caller))
-            .await?;
-        // Audit devices and caches go with the keys.
-        self.pipeline
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        Ok(())
+            .await
+            .map(|_| ())
     }
 
     /// `sys/rotate`, through the pipeline (audited; needs `sudo`).
