@@ -127,14 +127,27 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
-    let wrap_ttl = req.headers().get("x-vault-wrap-ttl").cloned();
-    let consistency = consistency_from(req.headers())?;
+    // Read the headers before the body takes the request.
+    let (wrap_ttl, consistency) = {
+        let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+        let wrap_ttl = header("x-vault-wrap-ttl")
+            .map(|v| {
+                logical::parse_wrap_ttl(v)
+                    .map_err(|e| ApiError::InvalidRequest(format!("invalid X-Vault-Wrap-TTL: {e}")))
+            })
+            .transpose()?;
+        let consistency =
+            Consistency::from_headers(header("x-sigil-index"), header("x-sigil-consistency"))
+                .map_err(ApiError::InvalidRequest)?;
+        (wrap_ttl, consistency)
+    };
     let p = parse(st, req).await?;
     // Go's strconv.ParseBool, as Vault reads it (hvac sends `list=True`).
-    let list_query = matches!(
-        p.query.get("list").map(String::as_str),
-        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
-    );
+    let list_query = p
+        .query
+        .get("list")
+        .and_then(|v| crate::params::parse_bool(v))
+        .unwrap_or(false);
     let operation = match method.as_str() {
         "LIST" => Operation::List,
         "GET" | "HEAD" if list_query => Operation::List,
@@ -168,42 +181,9 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
     r.token = p.caller.token;
     r.client_addr = p.caller.remote_addr;
     r.content_type = content_type;
-    if let Some(v) = wrap_ttl {
-        let text = v
-            .to_str()
-            .map_err(|_| ApiError::InvalidRequest("invalid X-Vault-Wrap-TTL".into()))?;
-        let ttl = crate::duration::parse_duration(&Value::String(text.to_owned()))
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid X-Vault-Wrap-TTL: {e}")))?;
-        if ttl.is_zero() {
-            return Err(ApiError::InvalidRequest(
-                "invalid X-Vault-Wrap-TTL: must be positive".into(),
-            ));
-        }
-        r.wrap_ttl = Some(ttl);
-    }
+    r.wrap_ttl = wrap_ttl;
     r.consistency = consistency;
     Ok(r)
-}
-
-/// `X-Sigil-Consistency: linearizable`, or `X-Sigil-Index: N` for
-/// read-your-writes (docs/architecture.md, "Read consistency").
-fn consistency_from(headers: &HeaderMap) -> Result<Consistency, ApiError> {
-    if let Some(v) = headers.get("x-sigil-index") {
-        let n = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| ApiError::InvalidRequest("invalid X-Sigil-Index".into()))?;
-        return Ok(Consistency::AfterIndex(n));
-    }
-    match headers.get("x-sigil-consistency").map(|v| v.to_str()) {
-        None => Ok(Consistency::Default),
-        Some(Ok("default" | "bounded")) => Ok(Consistency::Default),
-        Some(Ok("linearizable")) => Ok(Consistency::Linearizable),
-        Some(_) => Err(ApiError::InvalidRequest(
-            "invalid X-Sigil-Consistency: want bounded or linearizable".into(),
-        )),
-    }
 }
 
 /// Renders a pipeline response in Vault's wire format.

@@ -71,6 +71,35 @@ pub enum Consistency {
     AfterIndex(u64),
 }
 
+impl Consistency {
+    /// From the request's `x-sigil-index` and `x-sigil-consistency` headers
+    /// (HTTP) or metadata (gRPC); a value that is not text is passed as `""`.
+    pub fn from_headers(index: Option<&str>, level: Option<&str>) -> Result<Self, String> {
+        if let Some(v) = index {
+            return v
+                .trim()
+                .parse()
+                .map(Consistency::AfterIndex)
+                .map_err(|_| "invalid x-sigil-index: want a log index".to_owned());
+        }
+        match level {
+            None | Some("default" | "bounded") => Ok(Consistency::Default),
+            Some("linearizable") => Ok(Consistency::Linearizable),
+            Some(_) => Err("invalid x-sigil-consistency: want bounded or linearizable".to_owned()),
+        }
+    }
+}
+
+/// A wrap TTL header (`X-Vault-Wrap-TTL`, `x-sigil-wrap-ttl`): seconds or a
+/// Go-style duration, and more than zero.
+pub fn parse_wrap_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = crate::duration::parse_duration_str(text)?;
+    if ttl.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(ttl)
+}
+
 /// One request, as both front ends build it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -348,6 +377,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn consistency_and_wrap_ttl_headers_parse_or_name_the_problem() {
+        assert_eq!(
+            Consistency::from_headers(None, None),
+            Ok(Consistency::Default)
+        );
+        assert_eq!(
+            Consistency::from_headers(None, Some("linearizable")),
+            Ok(Consistency::Linearizable)
+        );
+        assert_eq!(
+            Consistency::from_headers(Some(" 42 "), Some("bounded")),
+            Ok(Consistency::AfterIndex(42))
+        );
+        for (index, level) in [(Some("x"), None), (Some(""), None), (None, Some("strong"))] {
+            let e = Consistency::from_headers(index, level).expect_err("refused");
+            assert!(e.starts_with("invalid x-sigil-"), "{e}");
+        }
+        assert_eq!(parse_wrap_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_wrap_ttl("300"), Ok(Duration::from_secs(300)));
+        assert!(parse_wrap_ttl("0").is_err());
+        assert!(parse_wrap_ttl("banana").is_err());
     }
 
     #[test]

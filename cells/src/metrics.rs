@@ -228,9 +228,7 @@ impl Metrics {
             gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
         }
         json!({
-            "Timestamp": time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            "Timestamp": crate::clock::rfc3339(time::OffsetDateTime::now_utc()),
             "Gauges": gauge_list,
             "Counters": counters,
             "Samples": samples,

@@ -49,15 +49,24 @@ pub fn require_string(data: &Data, field: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::InvalidRequest(format!("missing required field {field:?}")))
 }
 
+/// Go's `strconv.ParseBool`, which Vault uses for every boolean it reads
+/// from text (query parameters, option maps).
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 pub fn boolean(data: &Data, field: &str) -> Result<Option<bool>, ApiError> {
     match present(data, field) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => match s.as_str() {
-            "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(Some(true)),
-            "false" | "0" | "f" | "F" | "FALSE" | "False" | "" => Ok(Some(false)),
-            _ => Err(bad(field, "a boolean", &Value::String(s.clone()))),
-        },
+        Some(Value::String(s)) if s.is_empty() => Ok(Some(false)),
+        Some(Value::String(s)) => parse_bool(s)
+            .map(Some)
+            .ok_or_else(|| bad(field, "a boolean", &Value::String(s.clone()))),
         Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
         Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
         Some(v) => Err(bad(field, "a boolean", v)),

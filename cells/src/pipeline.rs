@@ -170,14 +170,6 @@ impl Pipeline {
         self.generation
     }
 
-    pub fn tokens(&self) -> &TokenStore {
-        &self.tokens
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Serves one request.
     pub async fn handle(&self, req: Request) -> Result<Response, ApiError> {
         let started = std::time::Instant::now();
@@ -377,16 +369,25 @@ impl Pipeline {
         if hashes.is_empty() {
             return;
         }
-        let router = self.router();
-        let Some(cubby) = router.all().find(|m| m.mount_type == "cubbyhole").cloned() else {
+        let Some(view) = self.cubbyhole_view() else {
             return;
         };
-        let view = BarrierView::new(self.barrier.clone(), &cubby.storage_prefix());
         for h in hashes {
             if let Err(e) = crate::engines::cubbyhole::destroy_for_token(&view, h).await {
-                tracing::warn!(error = %e, "could not clear a revoked token's cubbyhole; tidy will retry");
+                // No token can name it any more: it is unreachable ciphertext.
+                tracing::warn!(error = %e, "could not clear a revoked token's cubbyhole");
             }
         }
+    }
+
+    /// The cubbyhole mount's view (every token's cubbyhole lies under it).
+    fn cubbyhole_view(&self) -> Option<BarrierView> {
+        let router = self.router();
+        let cubby = router.all().find(|m| m.mount_type == "cubbyhole")?;
+        Some(BarrierView::new(
+            self.barrier.clone(),
+            &cubby.storage_prefix(),
+        ))
     }
 
     fn router(&self) -> Arc<Router> {

@@ -560,11 +560,6 @@ impl TokenStore {
         Ok(self.barrier.list(ID_PREFIX)?.len())
     }
 
-    /// The keyed hash of `token` (its storage identity).
-    pub fn hash_of(&self, token: &SecretString) -> Result<String, BarrierError> {
-        Ok(keyed_hash(&self.salt()?, token))
-    }
-
     // ---- roles ---------------------------------------------------------------
 
     pub fn role(&self, name: &str) -> Result<Option<TokenRole>, BarrierError> {

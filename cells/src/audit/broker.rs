@@ -63,9 +63,7 @@ pub fn normalize_path(path: &str) -> Result<String, AuditError> {
 }
 
 fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    crate::clock::rfc3339(time::OffsetDateTime::now_utc())
 }
 
 impl AuditBroker {

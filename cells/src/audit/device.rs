@@ -221,20 +221,13 @@ fn parse_socket(opts: &BTreeMap<String, String>) -> Result<Target, AuditError> {
 
 /// Go's `strconv.ParseBool`, which Vault uses for these options.
 fn parse_bool(option: &str, v: &str) -> Result<bool, AuditError> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(invalid(option, "must be true or false")),
-    }
+    crate::params::parse_bool(v).ok_or_else(|| invalid(option, "must be true or false"))
 }
 
 /// Whole seconds (`"5"`) or a duration string (`"2s"`, `"500ms"`, `"1m30s"`).
 fn parse_duration(option: &str, v: &str) -> Result<Duration, AuditError> {
-    let d = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(v)
-            .map_err(|_| invalid(option, "must be seconds or a duration such as \"2s\""))?,
-    };
+    let d = crate::duration::parse_duration_str(v)
+        .map_err(|_| invalid(option, "must be seconds or a duration such as \"2s\""))?;
     if d.is_zero() {
         return Err(invalid(option, "must be greater than zero"));
     }

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use sigil_proto::v1 as pb;
 use sigil_proto::v1::kv_server::{Kv, KvServer};
 use sigil_proto::v1::logical_server::{Logical, LogicalServer};
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json};
@@ -64,39 +63,17 @@ fn request<T>(
     r.data = data;
     r.token = super::token_from(md);
     r.client_addr = rpc.remote_addr();
-    if let Some(v) = md.get("x-sigil-wrap-ttl") {
-        let text = v
-            .to_str()
-            .map_err(|_| Status::invalid_argument("invalid x-sigil-wrap-ttl"))?;
-        let ttl = crate::duration::parse_duration(&Value::String(text.to_owned()))
-            .map_err(|e| Status::invalid_argument(format!("invalid x-sigil-wrap-ttl: {e}")))?;
-        if ttl.is_zero() {
-            return Err(Status::invalid_argument(
-                "invalid x-sigil-wrap-ttl: must be positive",
-            ));
-        }
-        r.wrap_ttl = Some(ttl);
-    }
-    r.consistency = consistency(md)?;
+    let header = |name: &str| md.get(name).map(|v| v.to_str().unwrap_or(""));
+    r.wrap_ttl = header("x-sigil-wrap-ttl")
+        .map(|v| {
+            logical::parse_wrap_ttl(v)
+                .map_err(|e| Status::invalid_argument(format!("invalid x-sigil-wrap-ttl: {e}")))
+        })
+        .transpose()?;
+    r.consistency =
+        Consistency::from_headers(header("x-sigil-index"), header("x-sigil-consistency"))
+            .map_err(Status::invalid_argument)?;
     Ok(r)
-}
-
-fn consistency(md: &MetadataMap) -> Result<Consistency, Status> {
-    if let Some(v) = md.get("x-sigil-index") {
-        return v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .map(Consistency::AfterIndex)
-            .ok_or_else(|| Status::invalid_argument("invalid x-sigil-index"));
-    }
-    match md.get("x-sigil-consistency").map(|v| v.to_str()) {
-        None | Some(Ok("default" | "bounded")) => Ok(Consistency::Default),
-        Some(Ok("linearizable")) => Ok(Consistency::Linearizable),
-        Some(_) => Err(Status::invalid_argument(
-            "invalid x-sigil-consistency: want bounded or linearizable",
-        )),
-    }
 }
 
 fn logical_response(id: String, r: logical::Response) -> pb::LogicalResponse {

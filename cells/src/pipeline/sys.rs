@@ -122,16 +122,10 @@ pub(super) async fn handle(
         },
         ("audit-hash", path) if !path.is_empty() && write => {
             let input = params::string(&req.data, "input")?.unwrap_or_default();
-            let table = load_audit_table(p)?;
-            let path = mounts::normalise_mount_path(path);
-            let e = table.iter().find(|e| e.path == path).ok_or_else(|| {
-                ApiError::InvalidRequest(format!("unknown audit device {path:?}"))
+            let hash = p.audit.hash(path, &input).map_err(|e| {
+                ApiError::InvalidRequest(format!("unknown audit device {path:?}: {e}"))
             })?;
-            let salt = SecretBytes::new(
-                hex::decode(&e.salt)
-                    .map_err(|_| ApiError::Internal("audit salt is corrupt".into()))?,
-            );
-            Ok(data(json!({ "hash": crate::audit::hash_value(&salt, &input) })).legacy())
+            Ok(data(json!({ "hash": hash })).legacy())
         }
         ("wrapping", "wrap") if write => wrapping::wrap_data(p, req).await,
         ("wrapping", "unwrap") if write => wrapping::unwrap(p, req, caller).await,
@@ -154,16 +148,9 @@ pub(super) async fn handle(
         }
         ("key-status", "") if op == Operation::Read => {
             let k = p.barrier.key_status()?;
-            let install_time = time::OffsetDateTime::from_unix_timestamp(k.install_time_unix)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
             Ok(data(json!({
                 "term": k.term,
-                "install_time": install_time,
+                "install_time": crate::clock::rfc3339_unix(k.install_time_unix),
                 "encryptions": k.encryptions,
             }))
             .legacy())

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::{Caller, Pipeline, data};
 use crate::api_error::ApiError;
+use crate::clock;
 use crate::logical::{Auth, Operation, Request, Response};
 use crate::mounts::MountEntry;
 use crate::params;
@@ -448,16 +449,6 @@ pub(super) fn auth_of(token: SecretString, e: &TokenEntry, now: i64) -> Auth {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// Vault's token lookup body. `id` is the token when the caller gave it.
 pub(super) fn lookup_json(e: &TokenEntry, token: Option<&SecretString>, now: i64) -> Value {
     let meta: Value = if e.meta.is_empty() {
@@ -471,10 +462,10 @@ pub(super) fn lookup_json(e: &TokenEntry, token: Option<&SecretString>, now: i64
         "creation_ttl": e.ttl,
         "display_name": e.display_name,
         "entity_id": e.entity_id,
-        "expire_time": e.expire_unix.map(rfc3339),
+        "expire_time": e.expire_unix.map(clock::rfc3339_unix),
         "explicit_max_ttl": e.explicit_max_ttl,
         "id": token.map(|t| t.expose().to_owned()).unwrap_or_default(),
-        "issue_time": rfc3339(e.created_unix),
+        "issue_time": clock::rfc3339_unix(e.created_unix),
         "meta": meta,
         "num_uses": e.num_uses,
         "orphan": e.is_orphan(),

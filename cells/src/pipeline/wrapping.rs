@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::{Caller, Pipeline, data};
 use crate::api_error::ApiError;
+use crate::clock;
 use crate::logical::{Auth, Lease, Request, Response, WrapInfo};
 use crate::params;
 use crate::token::{NewToken, TokenEntry};
@@ -27,19 +28,13 @@ fn is_wrapping(e: &TokenEntry) -> bool {
     e.policies.len() == 1 && e.policies[0] == WRAPPING_POLICY
 }
 
+/// The wrapping token's cubbyhole, laid out as the cubbyhole engine lays
+/// out every token's, so the token can also read `cubbyhole/response`.
 fn cubbyhole(p: &Pipeline, hash: &str) -> Result<BarrierView, ApiError> {
-    let router = p.router();
-    let m = router
-        .all()
-        .find(|m| m.mount_type == "cubbyhole")
-        .cloned()
+    let view = p
+        .cubbyhole_view()
         .ok_or_else(|| ApiError::Internal("no cubbyhole mount".into()))?;
-    BarrierView::new(p.barrier.clone(), &m.storage_prefix()).sub(hash)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::engines::cubbyhole::token_view(&view, hash)
 }
 
 /// Replaces `resp` with a wrapping token holding it.
@@ -98,7 +93,7 @@ async fn store_wrapped(
             token,
             accessor: entry.accessor,
             ttl,
-            creation_time: rfc3339(created),
+            creation_time: clock::rfc3339(created),
             creation_path: creation_path.to_owned(),
             wrapped_accessor,
         }),
@@ -198,7 +193,7 @@ pub(super) async fn lookup(p: &Pipeline, req: &Request, now: i64) -> Result<Resp
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     Ok(data(json!({
         "creation_path": entry.path,
-        "creation_time": rfc3339(created),
+        "creation_time": clock::rfc3339(created),
         "creation_ttl": entry.ttl,
     })))
 }

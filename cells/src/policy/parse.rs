@@ -270,59 +270,7 @@ fn ttl(node: &Node) -> Result<Option<Duration>, String> {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Some(Duration::ZERO);
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Some(days) = s.strip_suffix('d').and_then(|d| d.parse::<u64>().ok()) {
-        return days.checked_mul(86_400).map(Duration::from_secs);
-    }
-    go_duration(s)
-}
-
-/// Go's `time.ParseDuration` without the sign: `[0-9]*(\.[0-9]*)?unit`
-/// repeated, units ns, us (µs), ms, s, m, h.
-fn go_duration(s: &str) -> Option<Duration> {
-    let digits_end = |r: &str| r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-    let mut rest = s;
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let (int, r) = rest.split_at(digits_end(rest));
-        let (frac, r) = match r.strip_prefix('.') {
-            Some(r) => r.split_at(digits_end(r)),
-            None => ("", r),
-        };
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        let unit_end = r
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(r.len());
-        let (unit, r) = r.split_at(unit_end);
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        if !int.is_empty() {
-            let whole: u128 = int.parse().ok()?;
-            nanos = nanos.checked_add(whole.checked_mul(scale)?)?;
-        }
-        if !frac.is_empty() {
-            let frac = &frac[..frac.len().min(18)];
-            let f: u128 = frac.parse().ok()?;
-            nanos = nanos.checked_add(f * scale / 10u128.pow(u32::try_from(frac.len()).ok()?))?;
-        }
-        rest = r;
-    }
-    u64::try_from(nanos).ok().map(Duration::from_nanos)
+    crate::duration::parse_duration_str(s).ok()
 }
 
 #[cfg(test)]

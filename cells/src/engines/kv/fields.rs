@@ -57,11 +57,7 @@ pub fn boolean(data: &Data, field: &str) -> Result<Option<bool>, ApiError> {
     };
     let parsed = match v {
         Value::Bool(b) => Some(*b),
-        Value::String(s) => match s.as_str() {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-            _ => None,
-        },
+        Value::String(s) => crate::params::parse_bool(s),
         Value::Number(n) => n.as_u64().filter(|n| *n <= 1).map(|n| n == 1),
         _ => None,
     };
