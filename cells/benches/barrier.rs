@@ -31,7 +31,7 @@ fn unsealed_barrier() -> Barrier {
     let barrier = Barrier::new(storage.clone(), BarrierConfig::default());
     let root = SecretBytes::random(32);
     let init = barrier.initialize(&root).expect("init");
-    storage.apply(init).expect("store keyring");
+    sigil_cell::storage::wait(storage.apply(init)).expect("store keyring");
     barrier
 }
 
@@ -39,9 +39,7 @@ fn bench_barrier(c: &mut Criterion) {
     let barrier = unsealed_barrier();
     let value = SecretBytes::random(VALUE_LEN);
     for i in 0..1024 {
-        barrier
-            .put(&format!("bench/{i}"), value.expose())
-            .expect("put");
+        sigil_cell::storage::wait(barrier.put(&format!("bench/{i}"), value.expose())).expect("put");
     }
     for (group_name, throughput) in [
         ("barrier_bytes", Throughput::Bytes(VALUE_LEN as u64)),
@@ -53,9 +51,10 @@ fn bench_barrier(c: &mut Criterion) {
         g.bench_function("seal_put_1KiB", |b| {
             b.iter(|| {
                 i += 1;
-                barrier
-                    .put(&format!("bench/{}", i % 1024), black_box(value.expose()))
-                    .expect("put");
+                sigil_cell::storage::wait(
+                    barrier.put(&format!("bench/{}", i % 1024), black_box(value.expose())),
+                )
+                .expect("put");
             })
         });
         let mut j = 0u64;

@@ -85,6 +85,7 @@ struct Unsealed {
 pub struct Barrier {
     storage: Arc<dyn Storage>,
     state: Arc<RwLock<Option<Arc<Unsealed>>>>,
+    rotate_lock: Arc<tokio::sync::Mutex<()>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     config: BarrierConfig,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
@@ -113,6 +114,7 @@ impl Barrier {
         Self {
             storage,
             state: Arc::new(RwLock::new(None)),
+            rotate_lock: Arc::default(),
             generation: Arc::default(),
             config,
             clock,
@@ -192,20 +194,42 @@ impl Barrier {
     }
 
     /// Adds a keyring term; new writes use it, older terms keep decrypting.
-    pub fn rotate(&self) -> Result<KeyStatus, BarrierError> {
-        // Writers serialise on the state lock so two rotations cannot race.
-        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let u = guard.as_ref().ok_or(BarrierError::Sealed)?.clone();
+    pub async fn rotate(&self) -> Result<KeyStatus, BarrierError> {
+        // Rotations serialise so two cannot both add the same term.
+        let _rotating = self.rotate_lock.lock().await;
+        let u = self.unsealed()?;
         let keyring = u.keyring.rotated((self.clock)())?;
         let blob = keyring.seal(&u.root_key, self.config.checkpoint_every)?;
-        self.storage.put(KEYRING_KEY, &blob)?;
+        self.storage.put(KEYRING_KEY, &blob).await?;
         let status = status_of(&keyring);
-        *guard = Some(Arc::new(Unsealed {
+        self.replace_state(Unsealed {
             root_key: u.root_key.clone(),
             keyring,
-        }));
+        });
         tracing::info!(term = status.term, "keyring rotated");
         Ok(status)
+    }
+
+    /// Re-reads the stored keyring with the root key held in memory: another
+    /// node of the cell may have rotated it. Reads call this when an entry
+    /// names a term this node does not know yet.
+    pub fn reload_keyring(&self) -> Result<(), BarrierError> {
+        let u = self.unsealed()?;
+        let blob = self
+            .storage
+            .get(KEYRING_KEY)?
+            .ok_or_else(|| BarrierError::Corrupt("keyring missing".into()))?;
+        let keyring = Keyring::open(&u.root_key, &blob)?;
+        if keyring.active().term() < u.keyring.active().term() {
+            // A stale copy: never go back to an older keyring.
+            return Ok(());
+        }
+        tracing::info!(term = keyring.active().term(), "keyring reloaded");
+        self.replace_state(Unsealed {
+            root_key: u.root_key.clone(),
+            keyring,
+        });
+        Ok(())
     }
 
     /// Every data key, for tests that look for key material on disk.
@@ -228,21 +252,29 @@ impl Barrier {
     pub fn get(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, BarrierError> {
         let u = self.unsealed()?;
         let skey = storage_key(key);
-        match self.storage.get(&skey)? {
-            None => Ok(None),
-            Some(entry) => open_entry(&u.keyring, key, &skey, &entry).map(Some),
+        let Some(entry) = self.storage.get(&skey)? else {
+            return Ok(None);
+        };
+        match open_entry(&u.keyring, key, &skey, &entry) {
+            Err(BarrierError::UnknownTerm { .. }) => {
+                // Written under a term another node added after this one
+                // unsealed: pick up the replicated keyring and try again.
+                self.reload_keyring()?;
+                open_entry(&self.unsealed()?.keyring, key, &skey, &entry).map(Some)
+            }
+            other => other.map(Some),
         }
     }
 
     /// Encrypts and writes `value` at `key`.
-    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
         let batch = self.batch().put(key, value)?;
-        self.commit(batch)
+        self.commit(batch).await
     }
 
-    pub fn delete(&self, key: &str) -> Result<(), BarrierError> {
+    pub async fn delete(&self, key: &str) -> Result<(), BarrierError> {
         self.unsealed()?;
-        self.storage.delete(&storage_key(key))?;
+        self.storage.delete(&storage_key(key)).await?;
         Ok(())
     }
 
@@ -300,7 +332,7 @@ impl Barrier {
     }
 
     /// Deletes every entry under `prefix`, in batches of 1024.
-    pub fn delete_prefix(&self, prefix: &str) -> Result<usize, BarrierError> {
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, BarrierError> {
         self.unsealed()?;
         let sprefix = storage_key(prefix);
         let mut deleted = 0;
@@ -311,7 +343,7 @@ impl Barrier {
             }
             deleted += page.len();
             let batch = page.into_iter().fold(Batch::new(), |b, (k, _)| b.delete(k));
-            self.storage.apply(batch)?;
+            self.storage.apply(batch).await?;
         }
     }
 
@@ -326,17 +358,33 @@ impl Barrier {
         BarrierBatch {
             barrier: self.clone(),
             batch: Batch::new(),
+            checkpoint: false,
         }
     }
 
     /// Writes an encrypted batch, then rotates or checkpoints if the active
     /// term's counter crossed a threshold.
-    pub fn commit(&self, batch: BarrierBatch) -> Result<(), BarrierError> {
-        self.storage.apply(batch.batch)?;
-        self.after_encryptions()
+    pub async fn commit(&self, batch: BarrierBatch) -> Result<(), BarrierError> {
+        self.storage.apply(batch.batch).await?;
+        if batch.checkpoint {
+            self.checkpoint().await?;
+        }
+        self.after_encryptions().await
     }
 
-    fn after_encryptions(&self) -> Result<(), BarrierError> {
+    /// Persists the encryption counters so a restart does not reset them to
+    /// values far below the truth. Written from the keyring as it is now,
+    /// under the rotation lock, so a checkpoint can never store a keyring
+    /// older than one a concurrent rotation stored.
+    async fn checkpoint(&self) -> Result<(), BarrierError> {
+        let _rotating = self.rotate_lock.lock().await;
+        let u = self.unsealed()?;
+        let blob = u.keyring.seal(&u.root_key, self.config.checkpoint_every)?;
+        self.storage.put(KEYRING_KEY, &blob).await?;
+        Ok(())
+    }
+
+    async fn after_encryptions(&self) -> Result<(), BarrierError> {
         let u = self.unsealed()?;
         let count = u.keyring.active().encryptions();
         if count >= self.config.auto_rotate_after {
@@ -345,35 +393,37 @@ impl Barrier {
                 count,
                 "encryption limit reached, rotating keyring"
             );
-            self.rotate()?;
+            self.rotate().await?;
         }
         Ok(())
     }
 
-    fn seal_entry(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, BarrierError> {
+    /// Encrypts `value` for `key`, and says whether the active term's
+    /// counter just crossed a checkpoint.
+    fn seal_entry(&self, key: &str, value: &[u8]) -> Result<(Vec<u8>, bool), BarrierError> {
         let u = self.unsealed()?;
         let skey = storage_key(key);
         let dk = u.keyring.active();
         let count = dk.count_encryption();
-        if count % self.config.checkpoint_every == 0 {
-            // Persist the counter so a restart does not reset it to a value
-            // far below the truth.
-            let blob = u.keyring.seal(&u.root_key, self.config.checkpoint_every)?;
-            self.storage.put(KEYRING_KEY, &blob)?;
-        }
+        let checkpoint = count % self.config.checkpoint_every == 0;
         let mut out = Vec::with_capacity(HEADER_LEN + value.len() + crate::aead::OVERHEAD);
         out.push(ENTRY_VERSION);
         out.extend_from_slice(&dk.term().to_be_bytes());
         dk.cipher()
             .seal_into(&entry_aad(dk.term(), &skey), value, &mut out);
-        Ok(out)
+        Ok((out, checkpoint))
     }
 
     fn install(&self, u: Unsealed) {
-        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Some(Arc::new(u));
+        self.replace_state(u);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Swaps the keys in memory without starting a new generation.
+    fn replace_state(&self, u: Unsealed) {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(Arc::new(u));
     }
 
     fn read_state(&self) -> Option<Arc<Unsealed>> {
@@ -390,12 +440,15 @@ impl Barrier {
 pub struct BarrierBatch {
     barrier: Barrier,
     batch: Batch,
+    /// Whether an encryption in this batch crossed a counter checkpoint.
+    checkpoint: bool,
 }
 
 impl BarrierBatch {
     pub fn put(mut self, key: &str, value: &[u8]) -> Result<Self, BarrierError> {
-        let entry = self.barrier.seal_entry(key, value)?;
+        let (entry, checkpoint) = self.barrier.seal_entry(key, value)?;
         self.batch = self.batch.put(storage_key(key), entry);
+        self.checkpoint |= checkpoint;
         Ok(self)
     }
 
@@ -465,13 +518,13 @@ fn open_entry(
 mod tests {
     use super::*;
     use crate::storage::MemoryStorage;
+    use crate::storage::wait;
 
     fn unsealed(config: BarrierConfig) -> (Barrier, Arc<MemoryStorage>, SecretBytes) {
         let mem = Arc::new(MemoryStorage::new());
         let barrier = Barrier::new(mem.clone(), config);
         let root = SecretBytes::random(32);
-        mem.apply(barrier.initialize(&root).expect("init"))
-            .expect("write");
+        wait(mem.apply(barrier.initialize(&root).expect("init"))).expect("write");
         barrier.unseal(root.clone()).expect("unseal");
         (barrier, mem, root)
     }
@@ -479,10 +532,13 @@ mod tests {
     #[test]
     fn sealed_barrier_refuses_everything() {
         let (barrier, _, _) = unsealed(BarrierConfig::default());
-        barrier.put("a", b"1").expect("put");
+        wait(barrier.put("a", b"1")).expect("put");
         barrier.seal();
         assert!(matches!(barrier.get("a"), Err(BarrierError::Sealed)));
-        assert!(matches!(barrier.put("a", b"2"), Err(BarrierError::Sealed)));
+        assert!(matches!(
+            wait(barrier.put("a", b"2")),
+            Err(BarrierError::Sealed)
+        ));
         assert!(matches!(barrier.list(""), Err(BarrierError::Sealed)));
         assert!(matches!(barrier.key_status(), Err(BarrierError::Sealed)));
     }
@@ -490,7 +546,7 @@ mod tests {
     #[test]
     fn values_round_trip_and_storage_holds_only_ciphertext() {
         let (barrier, mem, _) = unsealed(BarrierConfig::default());
-        barrier.put("secret/app", b"plaintext-canary").expect("put");
+        wait(barrier.put("secret/app", b"plaintext-canary")).expect("put");
         assert_eq!(
             barrier
                 .get("secret/app")
@@ -508,16 +564,16 @@ mod tests {
     #[test]
     fn entries_are_bound_to_their_key() {
         let (barrier, mem, _) = unsealed(BarrierConfig::default());
-        barrier.put("a", b"alpha").expect("put");
+        wait(barrier.put("a", b"alpha")).expect("put");
         let entry = mem.get(b"logical/a").expect("get").expect("present");
-        mem.put(b"logical/b", &entry).expect("copy");
+        wait(mem.put(b"logical/b", &entry)).expect("copy");
         assert!(matches!(
             barrier.get("b"),
             Err(BarrierError::Authentication { .. })
         ));
         let mut bad = entry.clone();
         bad[1..5].copy_from_slice(&9u32.to_be_bytes());
-        mem.put(b"logical/a", &bad).expect("relabel");
+        wait(mem.put(b"logical/a", &bad)).expect("relabel");
         assert!(matches!(
             barrier.get("a"),
             Err(BarrierError::UnknownTerm { term: 9, .. })
@@ -527,11 +583,11 @@ mod tests {
     #[test]
     fn rotation_keeps_old_terms_readable_and_survives_reseal() {
         let (barrier, _, root) = unsealed(BarrierConfig::default());
-        barrier.put("before", b"one").expect("put");
+        wait(barrier.put("before", b"one")).expect("put");
         assert_eq!(barrier.key_status().expect("status").term, 1);
-        let st = barrier.rotate().expect("rotate");
+        let st = wait(barrier.rotate()).expect("rotate");
         assert_eq!(st.term, 2);
-        barrier.put("after", b"two").expect("put");
+        wait(barrier.put("after", b"two")).expect("put");
         barrier.seal();
         barrier.unseal(root).expect("unseal");
         assert_eq!(barrier.key_status().expect("status").term, 2);
@@ -560,10 +616,10 @@ mod tests {
             checkpoint_every: 4,
         });
         for i in 0..9 {
-            barrier.put(&format!("k{i}"), b"v").expect("put");
+            wait(barrier.put(&format!("k{i}"), b"v")).expect("put");
         }
         assert_eq!(barrier.key_status().expect("status").term, 1);
-        barrier.put("k9", b"v").expect("put");
+        wait(barrier.put("k9", b"v")).expect("put");
         assert_eq!(
             barrier.key_status().expect("status").term,
             2,
@@ -572,7 +628,7 @@ mod tests {
         // Counts persist at checkpoints (with slack), so a restart cannot
         // reset them to zero.
         for i in 0..5 {
-            barrier.put(&format!("j{i}"), b"v").expect("put");
+            wait(barrier.put(&format!("j{i}"), b"v")).expect("put");
         }
         barrier.seal();
         barrier.unseal(root).expect("unseal");
@@ -597,7 +653,7 @@ mod tests {
     fn list_returns_relative_keys_in_order() {
         let (barrier, _, _) = unsealed(BarrierConfig::default());
         for k in ["sys/b", "sys/a", "sys/c/d", "other"] {
-            barrier.put(k, b"v").expect("put");
+            wait(barrier.put(k, b"v")).expect("put");
         }
         assert_eq!(barrier.list("sys/").expect("list"), ["a", "b", "c/d"]);
     }
@@ -606,7 +662,7 @@ mod tests {
     fn list_dir_returns_one_level_and_delete_prefix_removes_a_subtree() {
         let (barrier, _, _) = unsealed(BarrierConfig::default());
         for k in ["m/a", "m/b/x", "m/b/y/z", "m/b0", "m/c", "m/d/e", "n/a"] {
-            barrier.put(k, b"v").expect("put");
+            wait(barrier.put(k, b"v")).expect("put");
         }
         assert_eq!(
             barrier.list_dir("m/").expect("list"),
@@ -614,7 +670,7 @@ mod tests {
         );
         assert_eq!(barrier.list_dir("m/b/").expect("list"), ["x", "y/"]);
         assert!(barrier.list_dir("q/").expect("list").is_empty());
-        assert_eq!(barrier.delete_prefix("m/b/").expect("delete"), 2);
+        assert_eq!(wait(barrier.delete_prefix("m/b/")).expect("delete"), 2);
         assert_eq!(
             barrier.list_dir("m/").expect("list"),
             ["a", "b0", "c", "d/"]

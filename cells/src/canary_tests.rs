@@ -57,24 +57,20 @@ fn no_plaintext_secret_or_key_reaches_disk() {
             seal.unseal(share.clone()).expect("unseal");
         }
         assert!(!seal.is_sealed());
-        barrier
-            .put("secret/canary-text", canary_text.as_bytes())
+        crate::storage::wait(barrier.put("secret/canary-text", canary_text.as_bytes()))
             .expect("put");
-        barrier
-            .put("secret/canary-bytes", canary_bytes.expose())
+        crate::storage::wait(barrier.put("secret/canary-bytes", canary_bytes.expose()))
             .expect("put");
         // Enough traffic to fill memtables, checkpoint the keyring and rotate.
         for i in 0..500 {
-            barrier
-                .put(
-                    &format!("secret/filler/{i}"),
-                    format!("{canary_text}-{i}").as_bytes(),
-                )
-                .expect("put");
+            crate::storage::wait(barrier.put(
+                &format!("secret/filler/{i}"),
+                format!("{canary_text}-{i}").as_bytes(),
+            ))
+            .expect("put");
         }
-        barrier.rotate().expect("rotate");
-        barrier
-            .put("secret/after-rotate", canary_text.as_bytes())
+        crate::storage::wait(barrier.rotate()).expect("rotate");
+        crate::storage::wait(barrier.put("secret/after-rotate", canary_text.as_bytes()))
             .expect("put");
         rocks.flush().expect("flush");
 

@@ -135,7 +135,7 @@ impl Pipeline {
                 .map_err(|e| ApiError::Internal(format!("mount table is corrupt: {e}")))?,
             None => {
                 let defaults = crate::mounts::default_mounts(false);
-                barrier.put(MOUNTS_KEY, &to_json(&defaults)?)?;
+                barrier.put(MOUNTS_KEY, &to_json(&defaults)?).await?;
                 defaults
             }
         };
@@ -288,7 +288,7 @@ impl Pipeline {
         // Spend a use before the work: a token with no uses left is dead.
         let mut revoked_by_use = Vec::new();
         if caller.entry.num_uses > 0 {
-            match self.tokens.spend_use(&caller.entry.hash)? {
+            match self.tokens.spend_use(&caller.entry.hash).await? {
                 None => {
                     return self
                         .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
@@ -408,7 +408,7 @@ impl Pipeline {
     /// Revokes up to `limit` expired tokens and clears their cubbyholes.
     pub async fn sweep_expired_tokens(&self, limit: usize) -> Result<usize, ApiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let revoked = self.tokens.sweep_expired(now, limit)?;
+        let revoked = self.tokens.sweep_expired(now, limit).await?;
         self.cleanup_revoked(&revoked).await;
         if !revoked.is_empty() {
             tracing::info!(count = revoked.len(), "expired tokens revoked");
@@ -566,8 +566,8 @@ impl Pipeline {
 
     /// Writes a new mount table and swaps the router. Callers hold
     /// `mount_lock`.
-    fn save_mounts(&self, entries: Vec<MountEntry>) -> Result<(), ApiError> {
-        self.barrier.put(MOUNTS_KEY, &to_json(&entries)?)?;
+    async fn save_mounts(&self, entries: Vec<MountEntry>) -> Result<(), ApiError> {
+        self.barrier.put(MOUNTS_KEY, &to_json(&entries)?).await?;
         *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Router::new(entries));
         Ok(())
     }

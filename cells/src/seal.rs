@@ -542,7 +542,7 @@ impl SealManager {
             )?
             .merge_raw(keyring)
             .merge_raw(raw);
-        self.barrier.commit(batch).map_err(|e| match e {
+        crate::storage::wait(self.barrier.commit(batch)).map_err(|e| match e {
             BarrierError::Storage(StorageError::PreconditionFailed { .. }) => {
                 SealError::AlreadyInitialized
             }
@@ -746,7 +746,7 @@ impl SealManager {
                     .rekey_batch(&new_root)?
                     .put(ROOT_KEY_KEY, blob)
                     .put(SEAL_CONFIG_KEY, to_json(&config)?);
-                self.storage.apply(batch)?;
+                crate::storage::wait(self.storage.apply(batch))?;
                 self.barrier.replace_root_key(new_root)?;
                 Ok((config, new_keys))
             }
@@ -756,10 +756,12 @@ impl SealManager {
                 let new_keys = split_key(&recovery_key, params)?;
                 config.recovery_shares = shares_out;
                 config.recovery_threshold = threshold_out;
-                self.storage.apply(
-                    Batch::new()
-                        .put(RECOVERY_CHECK_KEY, recovery_check(&recovery_key)?)
-                        .put(SEAL_CONFIG_KEY, to_json(&config)?),
+                crate::storage::wait(
+                    self.storage.apply(
+                        Batch::new()
+                            .put(RECOVERY_CHECK_KEY, recovery_check(&recovery_key)?)
+                            .put(SEAL_CONFIG_KEY, to_json(&config)?),
+                    ),
                 )?;
                 Ok((config, new_keys))
             }
@@ -832,9 +834,11 @@ impl SealManager {
                 ..GenerateRootStatus::default()
             }),
             Step::Execute(Command::GenerateRoot { keys, shares, otp }) => {
-                let outcome = self
-                    .verify_quorum(keys, &shares)
-                    .and_then(|()| Ok(self.tokens.create_root(crate::clock::unix_now())?));
+                let outcome = self.verify_quorum(keys, &shares).and_then(|()| {
+                    Ok(crate::storage::wait(
+                        self.tokens.create_root(crate::clock::unix_now()),
+                    )?)
+                });
                 self.lock().generate_root_finished();
                 let token = outcome?;
                 tracing::info!("root token generated");

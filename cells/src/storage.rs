@@ -7,14 +7,19 @@
 //! [`RocksStorage`] for real nodes and [`MemoryStorage`] for tests and
 //! simulation.
 //!
-//! The trait is synchronous, like raft-rs's `Storage`: RocksDB calls are short
-//! and blocking, and async callers decide where to run them.
+//! Reads are synchronous, like raft-rs's `Storage`: they are served from the
+//! node's local copy, and RocksDB reads are short. Writes return a future:
+//! on a replicated node a write is a Raft proposal that resolves once the
+//! batch is committed and applied locally ([`crate::raft`]); local stores
+//! resolve at once. Local stores also offer a synchronous `apply_now`.
 
 pub mod conformance;
 mod memory;
 mod rocks;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 pub use memory::MemoryStorage;
 pub use rocks::RocksStorage;
@@ -132,18 +137,22 @@ impl StorageError {
     }
 }
 
+/// The future a write returns.
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
+
 /// Ordered key-value storage.
 ///
-/// Keys order bytewise. Every successful write is durable before it returns.
+/// Keys order bytewise. Every successful write is durable before its future
+/// resolves, and visible to reads on this node from then on.
 pub trait Storage: Send + Sync + fmt::Debug {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+    fn put(&self, key: &[u8], value: &[u8]) -> WriteFuture<'_> {
         self.apply(Batch::new().put(key, value))
     }
 
     /// Deleting an absent key is not an error.
-    fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+    fn delete(&self, key: &[u8]) -> WriteFuture<'_> {
         self.apply(Batch::new().delete(key))
     }
 
@@ -159,5 +168,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Applies `batch` atomically: either every precondition holds and every op
     /// is applied, or nothing changes and the first failed precondition is
     /// reported.
-    fn apply(&self, batch: Batch) -> Result<(), StorageError>;
+    fn apply(&self, batch: Batch) -> WriteFuture<'_>;
+}
+
+/// Runs a write to completion from synchronous code that is not on an async
+/// worker thread (the seal manager runs on blocking threads; see
+/// `Node::with_seal`). Local stores complete at once; a replicated store's
+/// future is driven by the Raft tasks on the runtime.
+pub fn wait<T>(fut: impl Future<Output = T>) -> T {
+    futures::executor::block_on(fut)
 }

@@ -26,7 +26,7 @@
 mod role;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
@@ -209,7 +209,7 @@ pub struct TokenStore {
     barrier: Barrier,
     /// Serialises use-count decrements so two concurrent requests cannot both
     /// spend a token's last use.
-    uses: Arc<Mutex<()>>,
+    uses: Arc<tokio::sync::Mutex<()>>,
     /// The HMAC key, cached for the unseal it was read in (by barrier
     /// generation) so a lookup costs one decryption, not two. Dropped, and
     /// so zeroized, on seal.
@@ -266,15 +266,15 @@ impl TokenStore {
     }
 
     /// Creates and stores a new root token.
-    pub fn create_root(&self, now_unix: i64) -> Result<SecretString, BarrierError> {
+    pub async fn create_root(&self, now_unix: i64) -> Result<SecretString, BarrierError> {
         let token = generate_token();
         let batch = self.root_token_batch(self.barrier.batch(), &token, now_unix, false)?;
-        self.barrier.commit(batch)?;
+        self.barrier.commit(batch).await?;
         Ok(token)
     }
 
     /// Creates and stores a token as `spec` says.
-    pub fn create(
+    pub async fn create(
         &self,
         spec: NewToken,
         now: i64,
@@ -306,7 +306,7 @@ impl TokenStore {
             entity_id: spec.entity_id,
         };
         let batch = entry_batch(self.barrier.batch(), &entry)?;
-        self.barrier.commit(batch)?;
+        self.barrier.commit(batch).await?;
         Ok((token, entry))
     }
 
@@ -358,8 +358,8 @@ impl TokenStore {
     /// exist (no use was left). A token whose last use this was is revoked
     /// here, with its descendants; the request it authorised still completes,
     /// and the caller cleans up after the tokens in [`Spent::revoked`].
-    pub fn spend_use(&self, hash: &str) -> Result<Option<Spent>, BarrierError> {
-        let _guard = self.uses.lock().unwrap_or_else(|p| p.into_inner());
+    pub async fn spend_use(&self, hash: &str) -> Result<Option<Spent>, BarrierError> {
+        let _guard = self.uses.lock().await;
         let Some(mut entry) = self.by_hash(hash)? else {
             return Ok(None);
         };
@@ -370,7 +370,7 @@ impl TokenStore {
             })),
             1 => {
                 entry.num_uses = 0;
-                let revoked = self.revoke_tree(hash)?;
+                let revoked = self.revoke_tree(hash).await?;
                 Ok(Some(Spent { entry, revoked }))
             }
             n => {
@@ -379,7 +379,7 @@ impl TokenStore {
                     .barrier
                     .batch()
                     .put(&format!("{ID_PREFIX}{hash}"), &to_json(&entry)?)?;
-                self.barrier.commit(batch)?;
+                self.barrier.commit(batch).await?;
                 Ok(Some(Spent {
                     entry,
                     revoked: Vec::new(),
@@ -390,7 +390,7 @@ impl TokenStore {
 
     /// Renews the token: a periodic token to its period, any other to
     /// `increment` (or its original TTL), never past its maximum.
-    pub fn renew(
+    pub async fn renew(
         &self,
         hash: &str,
         increment: Option<u64>,
@@ -429,20 +429,20 @@ impl TokenStore {
             batch = batch.delete(&expiry_key(old, hash));
         }
         batch = batch.put(&expiry_key(expire, hash), b"")?;
-        self.barrier.commit(batch)?;
+        self.barrier.commit(batch).await?;
         Ok(Some(Renewed { entry, capped }))
     }
 
     /// Revokes the token and, depth first, every descendant. Returns the
     /// hashes revoked (children first), so their cubbyholes and leases can be
     /// cleaned up.
-    pub fn revoke_tree(&self, hash: &str) -> Result<Vec<String>, BarrierError> {
+    pub async fn revoke_tree(&self, hash: &str) -> Result<Vec<String>, BarrierError> {
         let mut revoked = Vec::new();
         // Iterative post-order walk: a deep tree cannot overflow the stack.
         let mut stack = vec![(hash.to_owned(), false)];
         while let Some((h, children_done)) = stack.pop() {
             if children_done {
-                if self.revoke_one(&h)? {
+                if self.revoke_one(&h).await? {
                     revoked.push(h);
                 }
                 continue;
@@ -456,7 +456,7 @@ impl TokenStore {
     }
 
     /// Revokes only the token; its children become orphans.
-    pub fn revoke_orphan(&self, hash: &str) -> Result<bool, BarrierError> {
+    pub async fn revoke_orphan(&self, hash: &str) -> Result<bool, BarrierError> {
         for child in self.barrier.list(&format!("{PARENT_PREFIX}{hash}/"))? {
             if let Some(mut c) = self.by_hash(&child)? {
                 c.parent = None;
@@ -465,21 +465,21 @@ impl TokenStore {
                     .batch()
                     .put(&format!("{ID_PREFIX}{child}"), &to_json(&c)?)?
                     .delete(&format!("{PARENT_PREFIX}{hash}/{child}"));
-                self.barrier.commit(batch)?;
+                self.barrier.commit(batch).await?;
             }
         }
-        self.revoke_one(hash)
+        self.revoke_one(hash).await
     }
 
     /// Deletes the token (by `token`) and its descendants.
-    pub fn revoke(&self, token: &SecretString) -> Result<Vec<String>, BarrierError> {
+    pub async fn revoke(&self, token: &SecretString) -> Result<Vec<String>, BarrierError> {
         let hash = keyed_hash(&self.salt()?, token);
-        self.revoke_tree(&hash)
+        self.revoke_tree(&hash).await
     }
 
     /// Revokes up to `limit` tokens whose expiry is at or before `now`, in
     /// expiry order. Returns the hashes revoked.
-    pub fn sweep_expired(&self, now: i64, limit: usize) -> Result<Vec<String>, BarrierError> {
+    pub async fn sweep_expired(&self, now: i64, limit: usize) -> Result<Vec<String>, BarrierError> {
         let mut revoked = Vec::new();
         for key in self.barrier.list(EXPIRY_PREFIX)? {
             if revoked.len() >= limit {
@@ -495,9 +495,13 @@ impl TokenStore {
                 break;
             }
             match self.by_hash(hash)? {
-                Some(e) if e.is_expired(now) => revoked.extend(self.revoke_tree(hash)?),
+                Some(e) if e.is_expired(now) => revoked.extend(self.revoke_tree(hash).await?),
                 // A stale index entry (renewed or already gone).
-                _ => self.barrier.delete(&format!("{EXPIRY_PREFIX}{key}"))?,
+                _ => {
+                    self.barrier
+                        .delete(&format!("{EXPIRY_PREFIX}{key}"))
+                        .await?
+                }
             }
         }
         Ok(revoked)
@@ -506,14 +510,15 @@ impl TokenStore {
     /// Repairs the indexes: revokes expired tokens, drops accessor, parent
     /// and expiry entries that point at nothing, and orphans children whose
     /// parent is gone.
-    pub fn tidy(&self, now: i64) -> Result<(TidyReport, Vec<String>), BarrierError> {
+    pub async fn tidy(&self, now: i64) -> Result<(TidyReport, Vec<String>), BarrierError> {
         let mut report = TidyReport::default();
-        let revoked = self.sweep_expired(now, usize::MAX)?;
+        let revoked = self.sweep_expired(now, usize::MAX).await?;
         report.expired_revoked = revoked.len();
         for accessor in self.barrier.list(ACCESSOR_PREFIX)? {
             if self.by_accessor(&accessor)?.is_none() {
                 self.barrier
-                    .delete(&format!("{ACCESSOR_PREFIX}{accessor}"))?;
+                    .delete(&format!("{ACCESSOR_PREFIX}{accessor}"))
+                    .await?;
                 report.dangling_accessors += 1;
             }
         }
@@ -527,17 +532,22 @@ impl TokenStore {
                 Some(mut c) if !parent_alive => {
                     c.parent = None;
                     self.barrier
-                        .put(&format!("{ID_PREFIX}{child}"), &to_json(&c)?)?;
+                        .put(&format!("{ID_PREFIX}{child}"), &to_json(&c)?)
+                        .await?;
                     report.orphaned_children += 1;
                 }
                 Some(_) => continue,
             }
-            self.barrier.delete(&format!("{PARENT_PREFIX}{link}"))?;
+            self.barrier
+                .delete(&format!("{PARENT_PREFIX}{link}"))
+                .await?;
         }
         for key in self.barrier.list(EXPIRY_PREFIX)? {
             let hash = key.split_once('/').map(|(_, h)| h).unwrap_or_default();
             if self.by_hash(hash)?.is_none() {
-                self.barrier.delete(&format!("{EXPIRY_PREFIX}{key}"))?;
+                self.barrier
+                    .delete(&format!("{EXPIRY_PREFIX}{key}"))
+                    .await?;
                 report.dangling_expiry += 1;
             }
         }
@@ -571,13 +581,14 @@ impl TokenStore {
             .map_err(|e| BarrierError::Corrupt(format!("token role: {e}")))
     }
 
-    pub fn put_role(&self, role: &TokenRole) -> Result<(), BarrierError> {
+    pub async fn put_role(&self, role: &TokenRole) -> Result<(), BarrierError> {
         self.barrier
             .put(&format!("{ROLE_PREFIX}{}", role.name), &to_json(role)?)
+            .await
     }
 
-    pub fn delete_role(&self, name: &str) -> Result<(), BarrierError> {
-        self.barrier.delete(&format!("{ROLE_PREFIX}{name}"))
+    pub async fn delete_role(&self, name: &str) -> Result<(), BarrierError> {
+        self.barrier.delete(&format!("{ROLE_PREFIX}{name}")).await
     }
 
     pub fn roles(&self) -> Result<Vec<String>, BarrierError> {
@@ -588,7 +599,7 @@ impl TokenStore {
 
     /// Deletes one token and its index entries (not its children). Returns
     /// whether it existed.
-    fn revoke_one(&self, hash: &str) -> Result<bool, BarrierError> {
+    async fn revoke_one(&self, hash: &str) -> Result<bool, BarrierError> {
         let Some(entry) = self.by_hash(hash)? else {
             return Ok(false);
         };
@@ -606,7 +617,7 @@ impl TokenStore {
         if let Some(id) = &entry.identity {
             batch = batch.delete(&identity_key(id, hash));
         }
-        self.barrier.commit(batch)?;
+        self.barrier.commit(batch).await?;
         tracing::debug!(accessor = %entry.accessor, "token revoked");
         Ok(true)
     }
@@ -693,6 +704,7 @@ mod tests {
     use super::*;
     use crate::barrier::BarrierConfig;
     use crate::storage::MemoryStorage;
+    use crate::storage::wait;
     use std::sync::Arc;
 
     fn store() -> (TokenStore, Arc<MemoryStorage>, SecretString) {
@@ -706,24 +718,23 @@ mod tests {
             .root_token_batch(barrier.batch(), &token, 1, true)
             .expect("batch")
             .merge_raw(init);
-        barrier.commit(batch).expect("commit");
+        wait(barrier.commit(batch)).expect("commit");
         (store, mem, token)
     }
 
     fn child_of(store: &TokenStore, parent: Option<&str>, ttl: u64) -> (SecretString, TokenEntry) {
-        store
-            .create(
-                NewToken {
-                    parent: parent.map(str::to_owned),
-                    policies: vec!["default".into()],
-                    ttl,
-                    renewable: true,
-                    path: "auth/token/create".into(),
-                    ..NewToken::default()
-                },
-                100,
-            )
-            .expect("create")
+        wait(store.create(
+            NewToken {
+                parent: parent.map(str::to_owned),
+                policies: vec!["default".into()],
+                ttl,
+                renewable: true,
+                path: "auth/token/create".into(),
+                ..NewToken::default()
+            },
+            100,
+        ))
+        .expect("create")
     }
 
     #[test]
@@ -767,7 +778,7 @@ mod tests {
         let (b, be) = child_of(&store, Some(&ae.hash), 600);
         let (c, _) = child_of(&store, Some(&be.hash), 600);
         let (d, de) = child_of(&store, Some(&ae.hash), 600);
-        let revoked = store.revoke(&a).expect("revoke");
+        let revoked = wait(store.revoke(&a)).expect("revoke");
         assert_eq!(revoked.len(), 4);
         // Children are revoked before their parents.
         assert_eq!(revoked.last(), Some(&ae.hash));
@@ -779,11 +790,14 @@ mod tests {
 
         let (p, pe) = child_of(&store, None, 600);
         let (k, _) = child_of(&store, Some(&pe.hash), 600);
-        assert!(store.revoke_orphan(&pe.hash).expect("revoke"));
+        assert!(wait(store.revoke_orphan(&pe.hash)).expect("revoke"));
         assert_eq!(store.lookup(&p).expect("lookup"), None);
         let orphan = store.lookup(&k).expect("lookup").expect("child lives");
         assert!(orphan.is_orphan());
-        assert_eq!(store.tidy(100).expect("tidy").0, TidyReport::default());
+        assert_eq!(
+            wait(store.tidy(100)).expect("tidy").0,
+            TidyReport::default()
+        );
     }
 
     #[test]
@@ -794,7 +808,7 @@ mod tests {
         let (kid, _) = child_of(&store, Some(&se.hash), 1000);
         assert!(store.lookup_live(&short, 109).expect("lookup").is_some());
         assert!(store.lookup_live(&short, 110).expect("lookup").is_none());
-        let swept = store.sweep_expired(500, 100).expect("sweep");
+        let swept = wait(store.sweep_expired(500, 100)).expect("sweep");
         assert_eq!(swept.len(), 2, "the expired token and its child");
         assert!(store.lookup(&short).expect("lookup").is_none());
         assert!(store.lookup(&kid).expect("lookup").is_none());
@@ -809,64 +823,61 @@ mod tests {
     #[test]
     fn renewal_extends_up_to_the_maximum_and_moves_the_sweep_index() {
         let (store, _, _) = store();
-        let (t, e) = store
-            .create(
-                NewToken {
-                    ttl: 60,
-                    max_ttl: 300,
-                    renewable: true,
-                    ..NewToken::default()
-                },
-                100,
-            )
-            .expect("create");
-        let r = store
-            .renew(&e.hash, Some(120), 150)
+        let (t, e) = wait(store.create(
+            NewToken {
+                ttl: 60,
+                max_ttl: 300,
+                renewable: true,
+                ..NewToken::default()
+            },
+            100,
+        ))
+        .expect("create");
+        let r = wait(store.renew(&e.hash, Some(120), 150))
             .expect("renew")
             .expect("live");
         assert_eq!(r.entry.expire_unix, Some(270));
         assert!(!r.capped);
-        let r = store
-            .renew(&e.hash, Some(1000), 200)
+        let r = wait(store.renew(&e.hash, Some(1000), 200))
             .expect("renew")
             .expect("live");
         assert_eq!(r.entry.expire_unix, Some(400));
         assert!(r.capped);
         // The old expiry (160) no longer sweeps it.
-        assert!(store.sweep_expired(300, 10).expect("sweep").is_empty());
+        assert!(
+            wait(store.sweep_expired(300, 10))
+                .expect("sweep")
+                .is_empty()
+        );
         assert!(store.lookup_live(&t, 300).expect("lookup").is_some());
-        let (_, fixed) = store
-            .create(
-                NewToken {
-                    ttl: 60,
-                    renewable: false,
-                    ..NewToken::default()
-                },
-                100,
-            )
-            .expect("create");
+        let (_, fixed) = wait(store.create(
+            NewToken {
+                ttl: 60,
+                renewable: false,
+                ..NewToken::default()
+            },
+            100,
+        ))
+        .expect("create");
         assert!(matches!(
-            store.renew(&fixed.hash, None, 120),
+            wait(store.renew(&fixed.hash, None, 120)),
             Err(TokenError::NotRenewable)
         ));
-        let (_, periodic) = store
-            .create(
-                NewToken {
-                    ttl: 30,
-                    period: 30,
-                    renewable: true,
-                    ..NewToken::default()
-                },
-                100,
-            )
-            .expect("create");
-        let r = store
-            .renew(&periodic.hash, Some(5), 125)
+        let (_, periodic) = wait(store.create(
+            NewToken {
+                ttl: 30,
+                period: 30,
+                renewable: true,
+                ..NewToken::default()
+            },
+            100,
+        ))
+        .expect("create");
+        let r = wait(store.renew(&periodic.hash, Some(5), 125))
             .expect("renew")
             .expect("live");
         assert_eq!(r.entry.expire_unix, Some(155), "renewed to its period");
-        let r = store
-            .renew(&periodic.hash, None, 150)
+        let r = wait(store.renew(&periodic.hash, None, 150))
             .expect("renew")
             .expect("live");
         // Without an explicit maximum, periodic tokens renew indefinitely.
@@ -876,26 +887,23 @@ mod tests {
     #[test]
     fn limited_use_tokens_die_on_their_last_use() {
         let (store, _, _) = store();
-        let (t, e) = store
-            .create(
-                NewToken {
-                    num_uses: 2,
-                    ttl: 600,
-                    ..NewToken::default()
-                },
-                100,
-            )
-            .expect("create");
+        let (t, e) = wait(store.create(
+            NewToken {
+                num_uses: 2,
+                ttl: 600,
+                ..NewToken::default()
+            },
+            100,
+        ))
+        .expect("create");
         assert_eq!(
-            store
-                .spend_use(&e.hash)
+            wait(store.spend_use(&e.hash))
                 .expect("use")
                 .map(|s| s.entry.num_uses),
             Some(1)
         );
         let (_, kid) = child_of(&store, Some(&e.hash), 600);
-        let last = store
-            .spend_use(&e.hash)
+        let last = wait(store.spend_use(&e.hash))
             .expect("use")
             .expect("a use was left");
         assert_eq!(
@@ -904,7 +912,7 @@ mod tests {
             "children first"
         );
         assert!(store.lookup(&t).expect("lookup").is_none());
-        assert!(store.spend_use(&e.hash).expect("use").is_none());
+        assert!(wait(store.spend_use(&e.hash)).expect("use").is_none());
     }
 
     #[test]
@@ -915,15 +923,15 @@ mod tests {
             ttl: 60,
             ..NewToken::default()
         };
-        let (_, a) = store.create(spec.clone(), 1).expect("create");
-        let (_, b) = store.create(spec, 1).expect("create");
+        let (_, a) = wait(store.create(spec.clone(), 1)).expect("create");
+        let (_, b) = wait(store.create(spec, 1)).expect("create");
         let mut want = vec![a.hash.clone(), b.hash];
         want.sort();
         assert_eq!(
             store.by_identity("spiffe://prod/ns/web").expect("list"),
             want
         );
-        store.revoke_tree(&a.hash).expect("revoke");
+        wait(store.revoke_tree(&a.hash)).expect("revoke");
         assert_eq!(
             store
                 .by_identity("spiffe://prod/ns/web")

@@ -89,7 +89,7 @@ impl BarrierView {
         let b = batch
             .batch
             .ok_or_else(|| ApiError::Internal("batch already failed".into()))?;
-        Ok(self.barrier.commit(b)?)
+        Ok(self.barrier.commit(b).await?)
     }
 
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
@@ -109,7 +109,7 @@ impl BarrierView {
 
     /// Removes everything in the view (a mount being disabled).
     pub async fn clear(&self) -> Result<usize, ApiError> {
-        Ok(self.barrier.delete_prefix(&self.prefix)?)
+        Ok(self.barrier.delete_prefix(&self.prefix).await?)
     }
 
     fn full(&self, key: &str) -> String {
@@ -182,13 +182,14 @@ mod tests {
     use super::*;
     use crate::barrier::BarrierConfig;
     use crate::storage::MemoryStorage;
+    use crate::storage::wait;
     use sigil_hsm::SecretBytes;
     use std::sync::Arc;
 
     fn barrier() -> Barrier {
         let b = Barrier::new(Arc::new(MemoryStorage::new()), BarrierConfig::default());
         let init = b.initialize(&SecretBytes::random(32)).expect("init");
-        b.storage().apply(init).expect("apply");
+        wait(b.storage().apply(init)).expect("apply");
         b
     }
 

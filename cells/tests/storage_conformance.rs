@@ -23,7 +23,7 @@ fn rocksdb_writes_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let s = RocksStorage::open(dir.path()).expect("open");
-        s.put(b"durable", b"yes").expect("put");
+        sigil_cell::storage::wait(s.put(b"durable", b"yes")).expect("put");
     }
     let s = RocksStorage::open(dir.path()).expect("reopen");
     assert_eq!(

@@ -25,7 +25,7 @@ impl Harness {
     pub fn new(path: &str, kind: &str, options: &[(&str, &str)]) -> Self {
         let barrier = Barrier::new(Arc::new(MemoryStorage::new()), BarrierConfig::default());
         let init = barrier.initialize(&SecretBytes::random(32)).expect("ok");
-        barrier.storage().apply(init).expect("ok");
+        crate::storage::wait(barrier.storage().apply(init)).expect("ok");
         let mut mount = MountEntry::new(Table::Secrets, path, kind);
         for (k, v) in options {
             mount.options.insert((*k).into(), (*v).into());

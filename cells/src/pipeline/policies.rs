@@ -63,14 +63,15 @@ impl PolicyStore {
     }
 
     /// Parses and stores a policy. Bad text is a 400 naming line and column.
-    pub fn put(&self, name: &str, text: &str) -> Result<(), ApiError> {
+    pub async fn put(&self, name: &str, text: &str) -> Result<(), ApiError> {
         let name = name.to_lowercase();
         let name = policy::check_writable_name(&name)
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
         let parsed =
             Policy::parse(&name, text).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
         self.barrier
-            .put(&format!("{POLICY_PREFIX}{name}"), text.as_bytes())?;
+            .put(&format!("{POLICY_PREFIX}{name}"), text.as_bytes())
+            .await?;
         self.parsed
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -79,11 +80,13 @@ impl PolicyStore {
         Ok(())
     }
 
-    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let name = name.to_lowercase();
         let name = policy::check_deletable_name(&name)
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        self.barrier.delete(&format!("{POLICY_PREFIX}{name}"))?;
+        self.barrier
+            .delete(&format!("{POLICY_PREFIX}{name}"))
+            .await?;
         self.parsed
             .write()
             .unwrap_or_else(|p| p.into_inner())

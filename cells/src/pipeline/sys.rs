@@ -74,12 +74,12 @@ pub(super) async fn handle(
             let names = p.policies.list()?;
             Ok(data(json!({ "policies": names, "keys": names })).legacy())
         }
-        ("policy", name) => policy(p, req, name, true),
+        ("policy", name) => policy(p, req, name, true).await,
         ("policies", "acl" | "acl/") if op == Operation::List || op == Operation::Read => {
             let names = p.policies.list()?;
             Ok(data(json!({ "keys": names })))
         }
-        ("policies", r) if r.starts_with("acl/") => policy(p, req, &r["acl/".len()..], false),
+        ("policies", r) if r.starts_with("acl/") => policy(p, req, &r["acl/".len()..], false).await,
         ("capabilities", "") if write => {
             let token = SecretString::new(params::require_string(&req.data, "token")?);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -139,10 +139,7 @@ pub(super) async fn handle(
             Ok(Response::empty())
         }
         ("rotate", "") if write => {
-            let barrier = p.barrier.clone();
-            let status = tokio::task::spawn_blocking(move || barrier.rotate())
-                .await
-                .map_err(|e| ApiError::Internal(format!("rotate task failed: {e}")))??;
+            let status = p.barrier.rotate().await?;
             tracing::info!(term = status.term, accessor = %caller.entry.accessor, "keyring rotated");
             Ok(Response::empty())
         }
@@ -371,7 +368,7 @@ async fn enable_mount(
     let mut entries = all;
     tracing::info!(path = %m.route_prefix(), mount_type = %m.mount_type, "mount enabled");
     entries.push(m);
-    p.save_mounts(entries)?;
+    p.save_mounts(entries).await?;
     Ok(Response::empty())
 }
 
@@ -394,7 +391,7 @@ async fn disable_mount(p: &Pipeline, table: Table, path: &str) -> Result<Respons
         .collect();
     // The table first: once it is saved nothing routes to the data, and a
     // crash before the clear leaves only unreachable ciphertext.
-    p.save_mounts(entries)?;
+    p.save_mounts(entries).await?;
     let removed = BarrierView::new(p.barrier.clone(), &m.storage_prefix())
         .clear()
         .await?;
@@ -465,7 +462,7 @@ async fn tune(p: &Pipeline, req: &Request, table: Table, path: &str) -> Result<R
                     }
                 })
                 .collect();
-            p.save_mounts(entries)?;
+            p.save_mounts(entries).await?;
             Ok(Response::empty())
         }
         _ => Err(ApiError::UnsupportedOperation),
@@ -516,7 +513,7 @@ async fn remount(p: &Pipeline, req: &Request) -> Result<Response, ApiError> {
     let mut entries = others;
     entries.push(moved);
     // Data lives under the mount's UUID, so moving is only a table change.
-    p.save_mounts(entries)?;
+    p.save_mounts(entries).await?;
     let id = uuid::Uuid::new_v4().to_string();
     p.record_remount(&id, info);
     Ok(data(json!({ "migration_id": id })))
@@ -570,7 +567,12 @@ fn ui_mount(p: &Pipeline, caller: &Caller, path: &str) -> Result<Response, ApiEr
 
 // ---- policies ------------------------------------------------------------------
 
-fn policy(p: &Pipeline, req: &Request, name: &str, legacy: bool) -> Result<Response, ApiError> {
+async fn policy(
+    p: &Pipeline,
+    req: &Request,
+    name: &str,
+    legacy: bool,
+) -> Result<Response, ApiError> {
     if name.is_empty() || name.contains('/') {
         return Err(ApiError::InvalidRequest(format!(
             "invalid policy name {name:?}"
@@ -598,11 +600,11 @@ fn policy(p: &Pipeline, req: &Request, name: &str, legacy: bool) -> Result<Respo
                         ApiError::InvalidRequest("'policy' parameter not supplied or empty".into())
                     })?,
             };
-            p.policies.put(name, &decode_policy_text(&text))?;
+            p.policies.put(name, &decode_policy_text(&text)).await?;
             Ok(Response::empty())
         }
         Operation::Delete => {
-            p.policies.delete(name)?;
+            p.policies.delete(name).await?;
             Ok(Response::empty())
         }
         _ => Err(ApiError::UnsupportedOperation),
@@ -740,7 +742,7 @@ async fn enable_audit(p: &Pipeline, req: &Request, path: &str) -> Result<Respons
             }
         })?;
     table.push(entry);
-    if let Err(e) = save_audit_table(p, &table) {
+    if let Err(e) = save_audit_table(p, &table).await {
         let _ = p.audit.disable(&path);
         return Err(e);
     }
@@ -756,7 +758,7 @@ async fn disable_audit(p: &Pipeline, path: &str) -> Result<Response, ApiError> {
     let before = table.len();
     table.retain(|e| e.path != path);
     if table.len() != before {
-        save_audit_table(p, &table)?;
+        save_audit_table(p, &table).await?;
         p.audit_expected.store(table.len(), Ordering::Release);
         let _ = p.audit.disable(&path);
         tracing::info!(device = %path, "audit device disabled");
@@ -764,7 +766,7 @@ async fn disable_audit(p: &Pipeline, path: &str) -> Result<Response, ApiError> {
     Ok(Response::empty())
 }
 
-fn save_audit_table(p: &Pipeline, table: &[AuditEntry]) -> Result<(), ApiError> {
+async fn save_audit_table(p: &Pipeline, table: &[AuditEntry]) -> Result<(), ApiError> {
     let raw = serde_json::to_vec(table).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(p.barrier.put(AUDIT_KEY, &raw)?)
+    Ok(p.barrier.put(AUDIT_KEY, &raw).await?)
 }

@@ -24,11 +24,11 @@ pub(super) async fn handle(
     let write = matches!(op, Operation::Create | Operation::Update);
     let now = OffsetDateTime::now_utc().unix_timestamp();
     match rel {
-        "create" if write => create(p, req, caller, mount, None, false, now),
-        "create-orphan" if write => create(p, req, caller, mount, None, true, now),
+        "create" if write => create(p, req, caller, mount, None, false, now).await,
+        "create-orphan" if write => create(p, req, caller, mount, None, true, now).await,
         r if write && r.starts_with("create/") => {
             let role = &r["create/".len()..];
-            create(p, req, caller, mount, Some(role), false, now)
+            create(p, req, caller, mount, Some(role), false, now).await
         }
         "lookup" if write || op == Operation::Read => {
             let token = token_param(req)?;
@@ -51,12 +51,14 @@ pub(super) async fn handle(
                 .tokens
                 .lookup_live(&token, now)?
                 .ok_or(ApiError::PermissionDenied)?;
-            renew(p, req, &entry, Some(token), now)
+            renew(p, req, &entry, Some(token), now).await
         }
-        "renew-self" if write => renew(p, req, &caller.entry, Some(caller.token.clone()), now),
+        "renew-self" if write => {
+            renew(p, req, &caller.entry, Some(caller.token.clone()), now).await
+        }
         "renew-accessor" if write => {
             let entry = by_accessor(p, req, now)?;
-            renew(p, req, &entry, None, now)
+            renew(p, req, &entry, None, now).await
         }
         "revoke" if write => {
             let token = token_param(req)?;
@@ -79,7 +81,7 @@ pub(super) async fn handle(
         "revoke-orphan" if write => {
             let token = token_param(req)?;
             if let Some(entry) = p.tokens.lookup(&token)? {
-                p.tokens.revoke_orphan(&entry.hash)?;
+                p.tokens.revoke_orphan(&entry.hash).await?;
                 p.cleanup_revoked(std::slice::from_ref(&entry.hash)).await;
             }
             Ok(Response::empty())
@@ -99,18 +101,18 @@ pub(super) async fn handle(
                 Operation::Create | Operation::Update => {
                     let mut role = p.tokens.role(name)?.unwrap_or_else(|| TokenRole::new(name));
                     update_role(&mut role, &req.data)?;
-                    p.tokens.put_role(&role)?;
+                    p.tokens.put_role(&role).await?;
                     Ok(Response::empty())
                 }
                 Operation::Delete => {
-                    p.tokens.delete_role(name)?;
+                    p.tokens.delete_role(name).await?;
                     Ok(Response::empty())
                 }
                 _ => Err(ApiError::UnsupportedOperation),
             }
         }
         "tidy" if write => {
-            let (report, revoked) = p.tokens.tidy(now)?;
+            let (report, revoked) = p.tokens.tidy(now).await?;
             p.cleanup_revoked(&revoked).await;
             tracing::info!(
                 expired_revoked = report.expired_revoked,
@@ -159,13 +161,13 @@ fn by_accessor(p: &Pipeline, req: &Request, now: i64) -> Result<TokenEntry, ApiE
 }
 
 async fn revoke_tree(p: &Pipeline, hash: &str) -> Result<(), ApiError> {
-    let revoked = p.tokens.revoke_tree(hash)?;
+    let revoked = p.tokens.revoke_tree(hash).await?;
     p.cleanup_revoked(&revoked).await;
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn create(
+async fn create(
     p: &Pipeline,
     req: &Request,
     caller: &Caller,
@@ -366,7 +368,7 @@ fn create(
         identity: caller.entry.identity.clone(),
         entity_id: caller.entry.entity_id.clone(),
     };
-    let (token, entry) = p.tokens.create(spec, now)?;
+    let (token, entry) = p.tokens.create(spec, now).await?;
     let mut resp = Response {
         auth: Some(auth_of(token, &entry, now)),
         ..Response::default()
@@ -402,7 +404,7 @@ fn sanitise_display_name(name: &str) -> String {
         .collect()
 }
 
-fn renew(
+async fn renew(
     p: &Pipeline,
     req: &Request,
     entry: &TokenEntry,
@@ -410,7 +412,7 @@ fn renew(
     now: i64,
 ) -> Result<Response, ApiError> {
     let increment = params::seconds(&req.data, "increment")?;
-    let renewed = match p.tokens.renew(&entry.hash, increment, now) {
+    let renewed = match p.tokens.renew(&entry.hash, increment, now).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(ApiError::PermissionDenied),
         Err(crate::token::TokenError::NotRenewable) => {

@@ -73,18 +73,21 @@ async fn store_wrapped(
     wrapped_accessor: String,
     mount_type: String,
 ) -> Result<Response, ApiError> {
-    let (token, entry) = p.tokens.create(
-        NewToken {
-            policies: vec![WRAPPING_POLICY.into()],
-            display_name: WRAPPING_POLICY.into(),
-            ttl,
-            max_ttl: ttl,
-            num_uses: 1,
-            path: creation_path.to_owned(),
-            ..NewToken::default()
-        },
-        now,
-    )?;
+    let (token, entry) = p
+        .tokens
+        .create(
+            NewToken {
+                policies: vec![WRAPPING_POLICY.into()],
+                display_name: WRAPPING_POLICY.into(),
+                ttl,
+                max_ttl: ttl,
+                num_uses: 1,
+                path: creation_path.to_owned(),
+                ..NewToken::default()
+            },
+            now,
+        )
+        .await?;
     let raw = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
     cubbyhole(p, &entry.hash)?.put(RESPONSE_KEY, &raw).await?;
     let created = OffsetDateTime::from_unix_timestamp(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -217,7 +220,11 @@ pub(super) async fn unwrap_named(p: &Pipeline, req: &Request) -> Result<Response
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let token = SecretString::new(params::require_string(&req.data, "token")?);
     let entry = live_wrapping_entry(p, &token, now)?;
-    let spent = p.tokens.spend_use(&entry.hash)?.ok_or_else(invalid_token)?;
+    let spent = p
+        .tokens
+        .spend_use(&entry.hash)
+        .await?
+        .ok_or_else(invalid_token)?;
     let stored = read_stored(p, &entry.hash).await;
     p.cleanup_revoked(&spent.revoked).await;
     Ok(response_from(&stored?))
@@ -258,7 +265,7 @@ pub(super) async fn rewrap(p: &Pipeline, req: &Request) -> Result<Response, ApiE
         mount_type,
     )
     .await?;
-    let revoked = p.tokens.revoke_tree(&entry.hash)?;
+    let revoked = p.tokens.revoke_tree(&entry.hash).await?;
     p.cleanup_revoked(&revoked).await;
     Ok(resp)
 }

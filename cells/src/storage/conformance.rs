@@ -26,27 +26,26 @@ pub fn get_absent_is_none(s: &impl Storage) {
 }
 
 pub fn put_then_get(s: &impl Storage) {
-    s.put(b"k", b"v").expect("put");
+    super::wait(s.put(b"k", b"v")).expect("put");
     assert_eq!(s.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
 }
 
 pub fn put_overwrites(s: &impl Storage) {
-    s.put(b"k", b"one").expect("put");
-    s.put(b"k", b"two").expect("put");
+    super::wait(s.put(b"k", b"one")).expect("put");
+    super::wait(s.put(b"k", b"two")).expect("put");
     assert_eq!(s.get(b"k").expect("get").as_deref(), Some(&b"two"[..]));
 }
 
 pub fn delete_removes_and_absent_delete_is_ok(s: &impl Storage) {
-    s.put(b"k", b"v").expect("put");
-    s.delete(b"k").expect("delete");
+    super::wait(s.put(b"k", b"v")).expect("put");
+    super::wait(s.delete(b"k")).expect("delete");
     assert_eq!(s.get(b"k").expect("get"), None);
-    s.delete(b"never-there")
-        .expect("deleting an absent key is fine");
+    super::wait(s.delete(b"never-there")).expect("deleting an absent key is fine");
 }
 
 pub fn scan_is_ordered_and_prefix_bounded(s: &impl Storage) {
     for k in ["b/2", "a/1", "b/1", "b/10", "c/1", "b", "b0"] {
-        s.put(k.as_bytes(), k.as_bytes()).expect("put");
+        super::wait(s.put(k.as_bytes(), k.as_bytes())).expect("put");
     }
     let keys: Vec<String> = s
         .scan_prefix(b"b/", None, usize::MAX)
@@ -69,7 +68,7 @@ pub fn scan_is_ordered_and_prefix_bounded(s: &impl Storage) {
 
 pub fn scan_paginates(s: &impl Storage) {
     for i in 0..25u32 {
-        s.put(format!("p/{i:03}").as_bytes(), b"x").expect("put");
+        super::wait(s.put(format!("p/{i:03}").as_bytes(), b"x")).expect("put");
     }
     let mut seen = Vec::new();
     let mut after: Option<Vec<u8>> = None;
@@ -97,7 +96,7 @@ pub fn scan_handles_binary_keys(s: &impl Storage) {
         &[0x02],
     ];
     for k in keys {
-        s.put(k, b"v").expect("put");
+        super::wait(s.put(k, b"v")).expect("put");
     }
     let got: Vec<Vec<u8>> = s
         .scan_prefix(&[0x01, 0xff], None, usize::MAX)
@@ -112,84 +111,90 @@ pub fn scan_handles_binary_keys(s: &impl Storage) {
 }
 
 pub fn batch_is_atomic(s: &impl Storage) {
-    s.put(b"gone", b"soon").expect("put");
-    s.apply(Batch::new().put("x", "1").put("y", "2").delete("gone"))
-        .expect("batch");
+    super::wait(s.put(b"gone", b"soon")).expect("put");
+    super::wait(s.apply(Batch::new().put("x", "1").put("y", "2").delete("gone"))).expect("batch");
     assert_eq!(s.get(b"x").expect("get").as_deref(), Some(&b"1"[..]));
     assert_eq!(s.get(b"y").expect("get").as_deref(), Some(&b"2"[..]));
     assert_eq!(s.get(b"gone").expect("get"), None);
     // Later ops in one batch win over earlier ones on the same key.
-    s.apply(Batch::new().put("z", "first").put("z", "second"))
-        .expect("batch");
+    super::wait(s.apply(Batch::new().put("z", "first").put("z", "second"))).expect("batch");
     assert_eq!(s.get(b"z").expect("get").as_deref(), Some(&b"second"[..]));
 }
 
 pub fn preconditions_gate_the_whole_batch(s: &impl Storage) {
-    s.put(b"exists", b"v").expect("put");
-    let err = s
-        .apply(
+    super::wait(s.put(b"exists", b"v")).expect("put");
+    let err = super::wait(
+        s.apply(
             Batch::new()
                 .require("exists", Precondition::Absent)
                 .put("a", "1")
                 .delete("exists"),
-        )
-        .expect_err("Absent on a present key must fail");
+        ),
+    )
+    .expect_err("Absent on a present key must fail");
     assert!(matches!(err, StorageError::PreconditionFailed { ref key } if key == "exists"));
     assert!(!err.is_fatal());
     assert_eq!(s.get(b"a").expect("get"), None, "nothing applied");
     assert!(s.get(b"exists").expect("get").is_some(), "nothing applied");
 
-    let err = s
-        .apply(
+    let err = super::wait(
+        s.apply(
             Batch::new()
                 .require("missing", Precondition::Present)
                 .put("a", "1"),
-        )
-        .expect_err("Present on an absent key must fail");
+        ),
+    )
+    .expect_err("Present on an absent key must fail");
     assert!(matches!(err, StorageError::PreconditionFailed { .. }));
     assert_eq!(s.get(b"a").expect("get"), None);
 
-    s.apply(
-        Batch::new()
-            .require("missing", Precondition::Absent)
-            .require("exists", Precondition::Present)
-            .put("a", "1"),
+    super::wait(
+        s.apply(
+            Batch::new()
+                .require("missing", Precondition::Absent)
+                .require("exists", Precondition::Present)
+                .put("a", "1"),
+        ),
     )
     .expect("all preconditions hold");
     assert_eq!(s.get(b"a").expect("get").as_deref(), Some(&b"1"[..]));
 }
 
 pub fn precondition_equals_compares_value(s: &impl Storage) {
-    s.put(b"cas", b"v1").expect("put");
-    let err = s
-        .apply(
+    super::wait(s.put(b"cas", b"v1")).expect("put");
+    let err = super::wait(
+        s.apply(
             Batch::new()
                 .require("cas", Precondition::Equals(b"v0".to_vec()))
                 .put("cas", "v2"),
-        )
-        .expect_err("stale value");
+        ),
+    )
+    .expect_err("stale value");
     assert!(matches!(err, StorageError::PreconditionFailed { .. }));
     assert_eq!(s.get(b"cas").expect("get").as_deref(), Some(&b"v1"[..]));
-    s.apply(
-        Batch::new()
-            .require("cas", Precondition::Equals(b"v1".to_vec()))
-            .put("cas", "v2"),
+    super::wait(
+        s.apply(
+            Batch::new()
+                .require("cas", Precondition::Equals(b"v1".to_vec()))
+                .put("cas", "v2"),
+        ),
     )
     .expect("current value");
     assert_eq!(s.get(b"cas").expect("get").as_deref(), Some(&b"v2"[..]));
-    let err = s
-        .apply(
+    let err = super::wait(
+        s.apply(
             Batch::new()
                 .require("none", Precondition::Equals(Vec::new()))
                 .put("none", "x"),
-        )
-        .expect_err("Equals(empty) does not match an absent key");
+        ),
+    )
+    .expect_err("Equals(empty) does not match an absent key");
     assert!(matches!(err, StorageError::PreconditionFailed { .. }));
 }
 
 pub fn empty_values_are_values(s: &impl Storage) {
-    s.put(b"empty", b"").expect("put");
+    super::wait(s.put(b"empty", b"")).expect("put");
     assert_eq!(s.get(b"empty").expect("get"), Some(Vec::new()));
-    s.apply(Batch::new().require("empty", Precondition::Present))
+    super::wait(s.apply(Batch::new().require("empty", Precondition::Present)))
         .expect("an empty value is present");
 }

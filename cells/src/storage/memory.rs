@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{Batch, Entry, Op, Storage, StorageError};
+use super::{Batch, Entry, Op, Storage, StorageError, WriteFuture};
 
 /// A `BTreeMap` behind a mutex. Not durable, by design.
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -15,6 +15,29 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// Applies `batch` synchronously (see [`Storage::apply`]).
+    pub fn apply_now(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut map = self.lock()?;
+        for (key, condition) in &batch.preconditions {
+            if !condition.holds(map.get(key).map(Vec::as_slice)) {
+                return Err(StorageError::PreconditionFailed {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            }
+        }
+        for op in batch.ops {
+            match op {
+                Op::Put { key, value } => {
+                    map.insert(key, value);
+                }
+                Op::Delete { key } => {
+                    map.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,25 +80,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        let mut map = self.lock()?;
-        for (key, condition) in &batch.preconditions {
-            if !condition.holds(map.get(key).map(Vec::as_slice)) {
-                return Err(StorageError::PreconditionFailed {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                });
-            }
-        }
-        for op in batch.ops {
-            match op {
-                Op::Put { key, value } => {
-                    map.insert(key, value);
-                }
-                Op::Delete { key } => {
-                    map.remove(&key);
-                }
-            }
-        }
-        Ok(())
+    fn apply(&self, batch: Batch) -> WriteFuture<'_> {
+        Box::pin(std::future::ready(self.apply_now(batch)))
     }
 }

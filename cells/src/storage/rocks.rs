@@ -16,7 +16,7 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
-use super::{Batch, Entry, Op, Storage, StorageError};
+use super::{Batch, Entry, Op, Storage, StorageError, WriteFuture};
 
 /// Column family holding the node's state (barrier entries, seal metadata).
 pub const STATE_CF: &str = "state";
@@ -29,6 +29,33 @@ pub struct RocksStorage {
 }
 
 impl RocksStorage {
+    /// Applies `batch` synchronously (see [`Storage::apply`]).
+    pub fn apply_now(&self, batch: Batch) -> Result<(), StorageError> {
+        let cf = self.cf()?;
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| StorageError::Io("rocksdb write lock poisoned".into()))?;
+        for (key, condition) in &batch.preconditions {
+            let current = self.db.get_pinned_cf(cf, key).map_err(|e| io(&e))?;
+            if !condition.holds(current.as_deref()) {
+                return Err(StorageError::PreconditionFailed {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            }
+        }
+        let mut wb = WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { key, value } => wb.put_cf(cf, key, value),
+                Op::Delete { key } => wb.delete_cf(cf, key),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(|e| io(&e))
+    }
+
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         let path = path.as_ref().to_path_buf();
@@ -110,29 +137,7 @@ impl Storage for RocksStorage {
         Ok(out)
     }
 
-    fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        let cf = self.cf()?;
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| StorageError::Io("rocksdb write lock poisoned".into()))?;
-        for (key, condition) in &batch.preconditions {
-            let current = self.db.get_pinned_cf(cf, key).map_err(|e| io(&e))?;
-            if !condition.holds(current.as_deref()) {
-                return Err(StorageError::PreconditionFailed {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                });
-            }
-        }
-        let mut wb = WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put { key, value } => wb.put_cf(cf, key, value),
-                Op::Delete { key } => wb.delete_cf(cf, key),
-            }
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(wb, &wo).map_err(|e| io(&e))
+    fn apply(&self, batch: Batch) -> WriteFuture<'_> {
+        Box::pin(std::future::ready(self.apply_now(batch)))
     }
 }
