@@ -17,7 +17,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_with_config(
             config,
-            &["sys", "logical", "kv"].map(|f| PathBuf::from(format!("proto/sigil/v1/{f}.proto"))),
+            &[
+                "sigil/v1/sys",
+                "sigil/v1/logical",
+                "sigil/v1/kv",
+                "sigil/cluster/v1/cluster",
+            ]
+            .map(|f| PathBuf::from(format!("proto/{f}.proto"))),
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],
         )?;
     println!("cargo:rerun-if-changed=proto");

@@ -29,6 +29,7 @@ pub mod params;
 pub mod pipeline;
 pub mod policy;
 pub mod process;
+pub mod raft;
 pub mod seal;
 pub mod server;
 pub mod shamir;

@@ -15,7 +15,7 @@
 
 pub mod conformance;
 mod memory;
-mod rocks;
+pub(crate) mod rocks;
 
 use std::fmt;
 use std::future::Future;
@@ -25,7 +25,7 @@ pub use memory::MemoryStorage;
 pub use rocks::RocksStorage;
 
 /// One write in a [`Batch`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Put { key: Vec<u8>, value: Vec<u8> },
     Delete { key: Vec<u8> },
@@ -49,7 +49,7 @@ impl fmt::Debug for Op {
 }
 
 /// A condition on the current value of a key, checked atomically with the batch.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Precondition {
     /// The key must not exist.
     Absent,
@@ -81,7 +81,7 @@ impl Precondition {
 }
 
 /// Writes applied all together or not at all, after every precondition held.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Batch {
     pub preconditions: Vec<(Vec<u8>, Precondition)>,
     pub ops: Vec<Op>,
@@ -129,11 +129,17 @@ pub enum StorageError {
     Io(String),
     #[error("storage is corrupt: {0}")]
     Corrupt(String),
+    /// The write could not be committed now (no leader, no quorum); retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, StorageError::PreconditionFailed { .. })
+        !matches!(
+            self,
+            StorageError::PreconditionFailed { .. } | StorageError::Unavailable(_)
+        )
     }
 }
 

@@ -15,3 +15,17 @@ pub mod v1 {
     )]
     tonic::include_proto!("sigil.v1");
 }
+
+/// `sigil.cluster.v1`: the cell-internal cluster API (Raft and forwarding),
+/// served only on the mutual-TLS cluster port.
+pub mod cluster {
+    pub mod v1 {
+        #![allow(
+            missing_docs,
+            missing_debug_implementations,
+            clippy::all,
+            unreachable_pub
+        )]
+        tonic::include_proto!("sigil.cluster.v1");
+    }
+}

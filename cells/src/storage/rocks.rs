@@ -20,6 +20,9 @@ use super::{Batch, Entry, Op, Storage, StorageError, WriteFuture};
 
 /// Column family holding the node's state (barrier entries, seal metadata).
 pub const STATE_CF: &str = "state";
+/// Column family of the Raft state machine's own records (last applied log
+/// id, membership, applied request ids), written atomically with the state.
+pub const SM_META_CF: &str = "sm_meta";
 
 #[derive(Debug, Clone)]
 pub struct RocksStorage {
@@ -68,6 +71,7 @@ impl RocksStorage {
         let cfs = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
             ColumnFamilyDescriptor::new(STATE_CF, Options::default()),
+            ColumnFamilyDescriptor::new(SM_META_CF, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| io(&e))?;
         Ok(Self {
@@ -75,6 +79,11 @@ impl RocksStorage {
             path,
             write_lock: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// The database, for the Raft state machine's own batches.
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
     }
 
     pub fn path(&self) -> &Path {

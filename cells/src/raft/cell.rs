@@ -1,0 +1,497 @@
+//! One node's Raft instance: log store, state machine, network and openraft,
+//! assembled; and the operations the rest of the node needs from it
+//! (propose, read-index, wait-for-index, freshness, membership).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use sigil_proto::cluster::v1 as pb;
+use tokio::sync::watch;
+use tonic::Status;
+
+use super::log_store::LogStore;
+use super::network::{Connector, Peers};
+use super::service::write_error;
+use super::state_machine::{Applied, StateMachine};
+use super::{
+    CellNode, Command, CommandResult, NodeId, Raft, RaftMetrics, StoredMembership, decode, encode,
+    node_id_of,
+};
+
+/// Tuning of a node's Raft, from the `[raft]` config section.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// This node's name in the cell (`node_id` in the config).
+    pub node_name: String,
+    /// `host:port` other nodes reach this node's cluster port at.
+    pub cluster_addr: String,
+    /// Base URL of this node's client API.
+    pub api_addr: String,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log before it) after this many
+    /// entries.
+    pub snapshot_every: u64,
+    /// How stale a `bounded` read served here may be.
+    pub max_staleness: Duration,
+    /// How long a write waits for a leader before failing with 503.
+    pub write_timeout: Duration,
+}
+
+impl RaftSettings {
+    pub fn new(node_name: &str, cluster_addr: &str, api_addr: &str) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            cluster_addr: cluster_addr.to_owned(),
+            api_addr: api_addr.to_owned(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            snapshot_every: 20_000,
+            max_staleness: Duration::from_millis(250),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors of cell-level operations, mapped to 503 / `UNAVAILABLE` at the edge
+/// unless said otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CellError {
+    #[error("no leader is reachable: {0}")]
+    NoLeader(String),
+    #[error("timed out waiting for this node to apply index {index} (applied {applied})")]
+    Lagging { index: u64, applied: u64 },
+    #[error("raft error: {0}")]
+    Raft(String),
+}
+
+/// When the leader was last known to hold its quorum, and its commit index
+/// then: a follower whose applied index covers that commit was at most
+/// `now - at` behind the cell.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    contacts: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl Freshness {
+    const KEEP: usize = 64;
+
+    /// Records a message from the leader that had quorum contact
+    /// `quorum_age` ago and commit index `commit`.
+    pub fn record(&self, quorum_age: Duration, commit: u64) {
+        let at = Instant::now()
+            .checked_sub(quorum_age)
+            .unwrap_or_else(Instant::now);
+        let mut c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        c.push_back((at, commit));
+        while c.len() > Self::KEEP {
+            c.pop_front();
+        }
+    }
+
+    /// How far behind the cell this node can be, having applied `applied`.
+    pub fn staleness(&self, applied: u64) -> Option<Duration> {
+        let c = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter()
+            .rev()
+            .find(|(_, commit)| *commit <= applied)
+            .map(|(at, _)| at.elapsed())
+    }
+}
+
+struct Inner {
+    id: NodeId,
+    node: CellNode,
+    raft: Raft,
+    sm: StateMachine,
+    peers: Peers,
+    settings: RaftSettings,
+    freshness: Freshness,
+}
+
+/// A node's Raft. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftCell {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RaftCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCell")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftCell {
+    /// Opens the log and state under `data_dir` and starts Raft. The node
+    /// serves Raft RPCs once [`super::service::ClusterService`] is listening;
+    /// a new cell is formed with [`RaftCell::bootstrap`].
+    pub async fn open(
+        data_dir: &Path,
+        settings: RaftSettings,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Self, CellError> {
+        let log =
+            LogStore::open(&data_dir.join("raft")).map_err(|e| CellError::Raft(e.to_string()))?;
+        let sm = StateMachine::open(&data_dir.join("state"))
+            .map_err(|e| CellError::Raft(e.to_string()))?;
+        let config = openraft::Config {
+            cluster_name: "sigil".into(),
+            heartbeat_interval: millis(settings.heartbeat),
+            election_timeout_min: millis(settings.election_timeout.0),
+            election_timeout_max: millis(settings.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout: 60_000,
+            max_payload_entries: 2000,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| CellError::Raft(e.to_string()))?,
+        );
+        let id = node_id_of(&settings.node_name);
+        let node = CellNode {
+            name: settings.node_name.clone(),
+            cluster_addr: settings.cluster_addr.clone(),
+            api_addr: settings.api_addr.clone(),
+        };
+        let peers = Peers::new(connector);
+        let raft = Raft::new(id, config, peers.clone(), log, sm.clone())
+            .await
+            .map_err(|e| CellError::Raft(e.to_string()))?;
+        peers.set_metrics(raft.metrics());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id,
+                node,
+                raft,
+                sm,
+                peers,
+                settings,
+                freshness: Freshness::default(),
+            }),
+        })
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.inner.sm
+    }
+
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn node(&self) -> &CellNode {
+        &self.inner.node
+    }
+
+    pub fn settings(&self) -> &RaftSettings {
+        &self.inner.settings
+    }
+
+    pub fn freshness(&self) -> &Freshness {
+        &self.inner.freshness
+    }
+
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.inner.raft.metrics()
+    }
+
+    /// Forms a new cell with `members` (this node among them), if this node
+    /// has never been part of one. Every founding node may call it with the
+    /// same members; Raft keeps one.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, CellNode>) -> Result<bool, CellError> {
+        if self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| CellError::Raft(e.to_string()))?
+        {
+            return Ok(false);
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Another founder's initialisation reached this node first.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(CellError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
+    }
+
+    /// The current leader and its address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, CellNode)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    pub fn server_state(&self) -> ServerState {
+        self.inner.raft.metrics().borrow().state
+    }
+
+    pub fn applied(&self) -> Applied {
+        self.inner.sm.applied().borrow().clone()
+    }
+
+    pub fn membership(&self) -> StoredMembership {
+        self.applied().membership
+    }
+
+    /// How far behind the cell this node may be; `None` when unknown (no
+    /// recent contact with a leader holding its quorum).
+    pub fn staleness(&self) -> Option<Duration> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.current_leader == Some(self.inner.id) {
+            return m.millis_since_quorum_ack.map(Duration::from_millis);
+        }
+        self.inner.freshness.staleness(self.applied().index())
+    }
+
+    /// Waits until this node has applied `index`, for at most `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), CellError> {
+        let mut rx = self.inner.sm.applied();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| a.index() >= index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(CellError::Lagging {
+                index,
+                applied: self.applied().index(),
+            }),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index
+    /// a linearizable read must see (Raft §6.4, read-index).
+    pub async fn read_index_as_leader(&self) -> Result<u64, Status> {
+        let (read, _) = self
+            .inner
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
+                RaftError::Fatal(f) => Status::unavailable(f.to_string()),
+            })?;
+        Ok(read.map_or(0, |l| l.index))
+    }
+
+    /// The read index, from the leader wherever this node is; then waits
+    /// until this node has applied it. After this, local reads are
+    /// linearizable.
+    pub async fn linearize(&self) -> Result<u64, CellError> {
+        let deadline = Instant::now() + self.inner.settings.write_timeout;
+        loop {
+            let attempt = if self.is_leader() {
+                self.read_index_as_leader().await
+            } else if let Some((_, leader)) = self.leader() {
+                match self.inner.peers.client(&leader.cluster_addr) {
+                    Ok(mut c) => c
+                        .read_index(pb::ReadIndexRequest {})
+                        .await
+                        .map(|r| r.into_inner().index),
+                    Err(e) => Err(Status::unavailable(e)),
+                }
+            } else {
+                Err(Status::unavailable("no leader"))
+            };
+            match attempt {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.wait_applied(index, left.max(Duration::from_millis(100)))
+                        .await?;
+                    return Ok(index);
+                }
+                Err(s) if Instant::now() < deadline => {
+                    tracing::debug!(error = %s.message(), "read-index attempt failed; retrying");
+                    self.wait_for_leader_change(deadline).await;
+                }
+                Err(s) => return Err(CellError::NoLeader(s.message().to_owned())),
+            }
+        }
+    }
+
+    /// Proposes `batch` and waits until it is committed and applied on this
+    /// node. From a follower the proposal goes to the leader. Retries after
+    /// a leader change carry the same request id, so a proposal that was in
+    /// fact committed is applied once (the retry comes back
+    /// [`CommandResult::Duplicate`]). Returns the result and the log index.
+    pub async fn propose(
+        &self,
+        batch: crate::storage::Batch,
+    ) -> Result<(CommandResult, u64), CellError> {
+        let cmd = Command {
+            request_id: random_request_id(),
+            batch,
+        };
+        let deadline = Instant::now() + self.inner.settings.write_timeout;
+        let encoded = encode(&cmd).map_err(|e| CellError::Raft(e.to_string()))?;
+        loop {
+            let attempt: Result<(CommandResult, u64), Status> = if self.is_leader() {
+                match self.inner.raft.client_write(cmd.clone()).await {
+                    Ok(r) => Ok((r.data, r.log_id.index)),
+                    Err(e) => Err(write_error(e)),
+                }
+            } else if let Some((_, leader)) = self.leader() {
+                self.propose_at(&leader.cluster_addr, encoded.clone()).await
+            } else {
+                Err(Status::unavailable("no leader elected"))
+            };
+            match attempt {
+                Ok((result, index)) => {
+                    // Local reads after this write must see it.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.wait_applied(index, left.max(Duration::from_secs(1)))
+                        .await?;
+                    let result = match result {
+                        CommandResult::Duplicate => CommandResult::Applied,
+                        other => other,
+                    };
+                    return Ok((result, index));
+                }
+                Err(s) if Instant::now() < deadline => {
+                    tracing::debug!(code = ?s.code(), error = %s.message(), "proposal not taken; retrying");
+                    self.wait_for_leader_change(deadline).await;
+                }
+                Err(s) => return Err(CellError::NoLeader(s.message().to_owned())),
+            }
+        }
+    }
+
+    async fn propose_at(
+        &self,
+        addr: &str,
+        command: Vec<u8>,
+    ) -> Result<(CommandResult, u64), Status> {
+        let mut client = self.inner.peers.client(addr).map_err(Status::unavailable)?;
+        let reply = client
+            .propose(pb::ProposeRequest {
+                command: command.into(),
+            })
+            .await?
+            .into_inner();
+        let result: CommandResult =
+            decode(&reply.result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok((result, reply.index))
+    }
+
+    /// Sleeps until the leader changes, a short while passes, or `deadline`.
+    async fn wait_for_leader_change(&self, deadline: Instant) {
+        let mut rx = self.inner.raft.metrics();
+        let before = rx.borrow().current_leader;
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.inner.settings.heartbeat * 4);
+        let _ = tokio::time::timeout(
+            wait,
+            rx.wait_for(|m| m.current_leader != before && m.current_leader.is_some()),
+        )
+        .await;
+    }
+
+    /// On the leader: adds `node` as a learner, waits for it to catch up,
+    /// then makes it a voter. Refuses a name already used by another address.
+    pub async fn add_member(&self, id: NodeId, node: CellNode) -> Result<StoredMembership, Status> {
+        if !self.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let current = self.membership();
+        if let Some(existing) = current.membership().get_node(&id) {
+            if existing.cluster_addr != node.cluster_addr {
+                return Err(Status::already_exists(format!(
+                    "node id {:?} is already taken by the node at {}",
+                    node.name, existing.cluster_addr
+                )));
+            }
+            if current.membership().voter_ids().any(|v| v == id) {
+                return Ok(current);
+            }
+        }
+        self.inner
+            .raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(write_error)?;
+        let r = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                    Status::failed_precondition(c.to_string())
+                }
+                other => write_error(other),
+            })?;
+        tracing::info!(node = id, index = r.log_id.index, "node joined the cell");
+        Ok(self.membership())
+    }
+
+    /// On the leader: removes a member (voter or learner).
+    pub async fn remove_member(&self, id: NodeId) -> Result<StoredMembership, Status> {
+        if !self.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let m = self.membership();
+        if m.membership().get_node(&id).is_none() {
+            return Err(Status::not_found("no such node in the cell"));
+        }
+        if m.membership().voter_ids().any(|v| v == id) {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(write_error)?;
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+            .await
+            .map_err(write_error)?;
+        Ok(self.membership())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn random_request_id() -> u128 {
+    let mut b = [0u8; 16];
+    // A failed RNG would make ids collide only with each other's zeroes;
+    // fall back to time so retries stay distinguishable.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        return now;
+    }
+    u128::from_be_bytes(b)
+}

@@ -1,0 +1,296 @@
+//! The client side of the cluster RPCs: openraft's network over tonic.
+//!
+//! Channels come from a [`Connector`], so the same code runs over mutual
+//! TLS in a cell and over plain loopback TCP in tests that exercise Raft
+//! alone. Channels connect lazily and are cached per peer address.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use sigil_proto::cluster::v1 as pb;
+use sigil_proto::cluster::v1::cluster_client::ClusterClient;
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel;
+
+use super::{CellNode, NodeId, RaftMetrics, Snapshot, TypeConfig, Vote, decode, encode};
+
+/// Snapshot data is streamed in chunks of this size.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Encoded messages may be this large (a batch of log entries).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// Makes a (lazily connecting) channel to a peer's cluster address.
+pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
+    fn channel(&self, addr: &str) -> Result<Channel, String>;
+}
+
+/// Plain TCP, for tests of Raft alone on loopback. Cells use mutual TLS.
+#[derive(Debug, Default)]
+pub struct PlainConnector;
+
+impl Connector for PlainConnector {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad cluster address {addr:?}: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true);
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// Cached channels to peers, shared by Raft replication and forwarding.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    connector: Arc<dyn Connector>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// This node's Raft metrics, to tell followers how fresh the leader's
+    /// quorum contact is (see [`super::cell::Freshness`]).
+    metrics: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<RaftMetrics>>>,
+}
+
+/// Metadata on AppendEntries: milliseconds since the sending leader last
+/// heard from a quorum.
+pub const QUORUM_AGE_HEADER: &str = "x-sigil-quorum-age-ms";
+
+impl Peers {
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Self {
+            connector,
+            channels: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    pub(crate) fn set_metrics(&self, metrics: tokio::sync::watch::Receiver<RaftMetrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn quorum_age_ms(&self) -> Option<u64> {
+        self.metrics
+            .get()
+            .and_then(|m| m.borrow().millis_since_quorum_ack)
+    }
+
+    /// A client for the node at `addr`.
+    pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.connector.channel(addr)?;
+                channels.insert(addr.to_owned(), c.clone());
+                c
+            }
+        };
+        Ok(ClusterClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// Drops the cached channel to `addr` (after the peer restarted with a
+    /// new certificate, for one).
+    pub fn forget(&self, addr: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &CellNode) -> Self::Network {
+        PeerNetwork {
+            peers: self.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// The network to one peer.
+#[derive(Debug)]
+pub struct PeerNetwork {
+    peers: Peers,
+    target: NodeId,
+    node: CellNode,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, CellNode, RaftError<NodeId, E>>>;
+
+impl PeerNetwork {
+    fn client(&self) -> Result<ClusterClient<Channel>, Unreachable> {
+        self.peers
+            .client(&self.node.cluster_addr)
+            .map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+    }
+}
+
+fn status_error<E: std::error::Error>(
+    s: &tonic::Status,
+) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
+    let err = std::io::Error::other(format!("{}: {}", s.code(), s.message()));
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&err))
+        }
+        _ => RPCError::Network(NetworkError::new(&err)),
+    }
+}
+
+fn codec_error<E: std::error::Error>(
+    e: impl std::fmt::Display,
+) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let payload = encode(&rpc).map_err(codec_error)?;
+        let mut req = tonic::Request::new(pb::RaftPayload {
+            payload: payload.into(),
+        });
+        req.set_timeout(option.hard_ttl());
+        if let Some(age) = self.peers.quorum_age_ms() {
+            req.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
+        }
+        let reply = client
+            .append_entries(req)
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            decode(&reply.payload).map_err(codec_error)?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let payload = encode(&rpc).map_err(codec_error)?;
+        let mut req = tonic::Request::new(pb::RaftPayload {
+            payload: payload.into(),
+        });
+        req.set_timeout(option.hard_ttl());
+        let reply = client
+            .vote(req)
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        let result: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            decode(&reply.payload).map_err(codec_error)?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let unreachable =
+            |e: String| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(e)));
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let header = encode(&(vote, snapshot.meta.clone(), snapshot.snapshot.size))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let path = snapshot.snapshot.path.clone();
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        // Chunks are read as the stream is polled, so a large snapshot is
+        // never held in memory whole.
+        let chunks = futures::stream::unfold(
+            (Some(header), file, false),
+            |(header, mut file, done)| async move {
+                if done {
+                    return None;
+                }
+                if let Some(h) = header {
+                    let chunk = pb::SnapshotChunk {
+                        header: h.into(),
+                        data: Bytes::new(),
+                    };
+                    return Some((chunk, (None, file, false)));
+                }
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read(&mut buf[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading snapshot for transfer failed");
+                            return None;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return None;
+                }
+                buf.truncate(filled);
+                let chunk = pb::SnapshotChunk {
+                    header: Bytes::new(),
+                    data: buf.into(),
+                };
+                Some((chunk, (None, file, false)))
+            },
+        );
+        let mut req = tonic::Request::new(chunks);
+        req.set_timeout(option.hard_ttl().max(std::time::Duration::from_secs(600)));
+        let send = client.install_snapshot(req);
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply,
+        };
+        // Keep the file until the transfer finished.
+        drop(snapshot);
+        let reply = reply
+            .map_err(|s| unreachable(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        let result: Result<SnapshotResponse<NodeId>, RaftError<NodeId, Fatal<NodeId>>> =
+            decode(&reply.payload).map_err(|e| unreachable(e.to_string()))?;
+        match result {
+            Ok(r) => Ok(r),
+            Err(RaftError::APIError(f)) | Err(RaftError::Fatal(f)) => {
+                Err(StreamingError::RemoteError(RemoteError::new_with_node(
+                    self.target,
+                    self.node.clone(),
+                    f,
+                )))
+            }
+        }
+    }
+}
