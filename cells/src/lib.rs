@@ -15,6 +15,7 @@ pub mod audit;
 pub mod barrier;
 pub mod cli;
 pub mod clock;
+pub mod cluster_pki;
 pub mod config;
 pub mod duration;
 pub mod engine;
