@@ -4,7 +4,7 @@
 use crate::barrier::BarrierError;
 use crate::seal::SealError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ApiError {
     /// Bad input: 400 / INVALID_ARGUMENT.
@@ -16,6 +16,10 @@ pub enum ApiError {
     /// 503 / UNAVAILABLE.
     #[error("Vault is sealed")]
     Sealed,
+    /// The cell cannot serve this now (no leader, no quorum, this node too
+    /// stale and the leader unreachable): 503 / UNAVAILABLE; retry.
+    #[error("{0}")]
+    Unavailable(String),
     /// A retryable conflict (another seal operation in flight): 400 /
     /// ABORTED. Vault answers these with 400 too.
     #[error("{0}")]
@@ -58,7 +62,7 @@ impl ApiError {
             ApiError::UnsupportedOperation => 405,
             ApiError::TooLarge => 413,
             ApiError::Internal(_) => 500,
-            ApiError::Sealed => 503,
+            ApiError::Sealed | ApiError::Unavailable(_) => 503,
         }
     }
 
@@ -66,7 +70,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => tonic::Code::InvalidArgument,
             ApiError::PermissionDenied => tonic::Code::PermissionDenied,
-            ApiError::Sealed => tonic::Code::Unavailable,
+            ApiError::Sealed | ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Conflict(_) => tonic::Code::Aborted,
             ApiError::AlreadyExists(_) => tonic::Code::AlreadyExists,
             ApiError::FailedPrecondition(_) | ApiError::CheckAndSet(_) => {
@@ -90,6 +94,10 @@ impl From<SealError> for ApiError {
     fn from(e: SealError) -> Self {
         match e {
             SealError::Sealed | SealError::Barrier(BarrierError::Sealed) => ApiError::Sealed,
+            SealError::Storage(crate::storage::StorageError::Unavailable(m))
+            | SealError::Barrier(BarrierError::Storage(
+                crate::storage::StorageError::Unavailable(m),
+            )) => ApiError::Unavailable(m),
             SealError::AlreadyInitialized => ApiError::AlreadyExists(e.to_string()),
             SealError::NotInitialized => ApiError::FailedPrecondition(e.to_string()),
             SealError::Busy | SealError::InProgress(_) => ApiError::Conflict(e.to_string()),
@@ -106,6 +114,9 @@ impl From<BarrierError> for ApiError {
     fn from(e: BarrierError) -> Self {
         match e {
             BarrierError::Sealed => ApiError::Sealed,
+            BarrierError::Storage(crate::storage::StorageError::Unavailable(m)) => {
+                ApiError::Unavailable(m)
+            }
             e => {
                 tracing::error!(error = %e, "barrier operation failed");
                 ApiError::Internal("internal error".into())

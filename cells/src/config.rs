@@ -7,6 +7,13 @@
 //! http_addr = "127.0.0.1:8200"
 //! grpc_addr = "127.0.0.1:8201"
 //! # tls_cert_file = "..."; tls_key_file = "..."
+//! [cell]
+//! id = "eu-west"             # the cell (region) this node belongs to
+//! [raft]
+//! cluster_addr = "127.0.0.1:8202"          # Raft and forwarding, mutual TLS
+//! retry_join = ["10.0.1.11:8202"]          # empty: found a new cell
+//! # tls_ca_file / tls_cert_file / tls_key_file: the cell CA and this node's
+//! # certificate; generated under data_dir/cluster-tls when unset
 //! [seal]
 //! type = "shamir"            # or "pkcs11"
 //! # [seal.pkcs11] module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "sigil", pin_env = "SIGIL_HSM_PIN", key_label = "sigil-root-wrap"
@@ -53,6 +60,10 @@ pub struct Config {
     #[serde(default)]
     pub listener: ListenerConfig,
     #[serde(default)]
+    pub cell: CellConfig,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
     pub seal: SealConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -94,6 +105,99 @@ impl Default for ListenerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             max_request_size: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellConfig {
+    /// The cell's id: a DNS label, carried in every node certificate.
+    #[serde(default = "default_cell")]
+    pub id: String,
+}
+
+fn default_cell() -> String {
+    "dev".into()
+}
+
+impl Default for CellConfig {
+    fn default() -> Self {
+        Self { id: default_cell() }
+    }
+}
+
+/// The `[raft]` section: how this node replicates with the rest of its cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Where the cluster port listens (Raft RPCs, forwarding; mutual TLS).
+    /// The default, an ephemeral loopback port, suits a one-node cell.
+    #[serde(default = "default_cluster")]
+    pub cluster_addr: String,
+    /// The address other nodes dial, when it differs from `cluster_addr`
+    /// (a wildcard bind, NAT).
+    #[serde(default)]
+    pub advertise_addr: Option<String>,
+    /// Cluster addresses of existing members to join through. Empty: this
+    /// node founds a new cell the first time it starts.
+    #[serde(default)]
+    pub retry_join: Vec<String>,
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the maximum is twice this.
+    #[serde(default = "default_election")]
+    pub election_timeout_ms: u64,
+    /// Log entries between snapshots.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// How stale a `bounded` read served by a follower may be.
+    #[serde(default = "default_staleness")]
+    pub max_staleness_ms: u64,
+    /// How long a write waits for a leader before failing with 503.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_ms: u64,
+}
+
+fn default_cluster() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_heartbeat() -> u64 {
+    50
+}
+fn default_election() -> u64 {
+    500
+}
+fn default_snapshot_every() -> u64 {
+    20_000
+}
+fn default_staleness() -> u64 {
+    250
+}
+fn default_write_timeout() -> u64 {
+    5_000
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            cluster_addr: default_cluster(),
+            advertise_addr: None,
+            retry_join: Vec::new(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            heartbeat_ms: default_heartbeat(),
+            election_timeout_ms: default_election(),
+            snapshot_every: default_snapshot_every(),
+            max_staleness_ms: default_staleness(),
+            write_timeout_ms: default_write_timeout(),
         }
     }
 }
@@ -220,6 +324,47 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        crate::cluster_pki::NodeId::new(self.node_id.clone())
+            .map_err(|e| invalid("node_id", e.to_string()))?;
+        crate::cluster_pki::CellId::new(self.cell.id.clone())
+            .map_err(|e| invalid("cell.id", e.to_string()))?;
+        parse_addr("raft.cluster_addr", &self.raft.cluster_addr)?;
+        if let Some(a) = &self.raft.advertise_addr {
+            parse_addr("raft.advertise_addr", a)?;
+        }
+        for a in &self.raft.retry_join {
+            parse_addr("raft.retry_join", a)?;
+        }
+        let tls = [
+            &self.raft.tls_ca_file,
+            &self.raft.tls_cert_file,
+            &self.raft.tls_key_file,
+        ];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            return Err(invalid(
+                "raft.tls_ca_file",
+                "set tls_ca_file, tls_cert_file and tls_key_file together",
+            ));
+        }
+        if !self.raft.retry_join.is_empty() && self.raft.tls_ca_file.is_none() {
+            return Err(invalid(
+                "raft.tls_ca_file",
+                "a node joining a cell needs the cell's CA and a certificate it issued",
+            ));
+        }
+        if self.raft.heartbeat_ms == 0 || self.raft.election_timeout_ms < 3 * self.raft.heartbeat_ms
+        {
+            return Err(invalid(
+                "raft.election_timeout_ms",
+                "must be at least three heartbeats (raft.heartbeat_ms > 0)",
+            ));
+        }
+        if self.raft.snapshot_every == 0 || self.raft.write_timeout_ms == 0 {
+            return Err(invalid(
+                "raft.snapshot_every",
+                "snapshot_every and write_timeout_ms must be greater than 0",
+            ));
         }
         let http = parse_addr("listener.http_addr", &self.listener.http_addr)?;
         let grpc = parse_addr("listener.grpc_addr", &self.listener.grpc_addr)?;

@@ -585,10 +585,12 @@ async fn health(State(st): State<AppState>, req: Request) -> Response {
                 code("uninitcode", 501)?
             } else if h.sealed {
                 code("sealedcode", 503)?
+            } else if h.performance_standby && !flag("perfstandbyok")? {
+                // Vault checks this before plain standby: a follower that
+                // serves reads is a performance standby (473).
+                code("performancestandbycode", 473)?
             } else if h.standby && !flag("standbyok")? {
                 code("standbycode", 429)?
-            } else if h.performance_standby && !flag("perfstandbyok")? {
-                code("performancestandbycode", 473)?
             } else {
                 code("activecode", 200)?
             };

@@ -20,7 +20,9 @@ pub type Data = Map<String, Value>;
 /// What a request does. `Create` and `Update` are both writes; the pipeline
 /// tells them apart by asking the engine whether the target exists, as
 /// Vault's ACL model requires (a `create`-only policy may not overwrite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Operation {
     Read,
     List,
@@ -60,7 +62,7 @@ impl std::fmt::Display for Operation {
 /// How fresh a read must be (docs/architecture.md, "Read consistency").
 /// A single node always serves its own latest state; cells use this to choose
 /// between a local read, a read-index round and waiting for an index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Consistency {
     /// Bounded staleness: whatever this node has applied.
     #[default]
@@ -101,7 +103,7 @@ pub fn parse_wrap_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// One request, as both front ends build it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     /// Unique per request; echoed as `request_id` and in audit records.
     pub id: String,
@@ -111,6 +113,7 @@ pub struct Request {
     pub path: String,
     /// Body for writes; query parameters for reads and lists.
     pub data: Data,
+    #[serde(with = "secret_serde::option")]
     pub token: Option<SecretString>,
     pub client_addr: Option<SocketAddr>,
     /// `X-Vault-Wrap-TTL` / `x-sigil-wrap-ttl`.
@@ -173,8 +176,9 @@ impl Request {
 }
 
 /// The `auth` block of a response: a token was issued or looked at.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Auth {
+    #[serde(with = "secret_serde")]
     pub client_token: SecretString,
     pub accessor: String,
     pub policies: Vec<String>,
@@ -212,7 +216,7 @@ impl Auth {
 }
 
 /// A lease attached to a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub lease_id: String,
     pub ttl: u64,
@@ -220,8 +224,9 @@ pub struct Lease {
 }
 
 /// What a wrapped response returns instead of its data.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WrapInfo {
+    #[serde(with = "secret_serde")]
     pub token: SecretString,
     pub accessor: String,
     pub ttl: u64,
@@ -232,7 +237,7 @@ pub struct WrapInfo {
 
 /// Whether the response reports success or an absent thing that still has a
 /// body (a soft-deleted KV version is a 404 that carries its metadata).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     #[default]
     Ok,
@@ -240,7 +245,7 @@ pub enum Outcome {
 }
 
 /// A body the front end sends as is (Prometheus text, for one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawBody {
     pub content_type: String,
     pub body: Vec<u8>,
@@ -248,7 +253,7 @@ pub struct RawBody {
 
 /// One response, rendered by each front end in its own format. `data: None`
 /// with nothing else set is "nothing to return" (HTTP 204).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Response {
     pub data: Option<Data>,
     pub auth: Option<Auth>,
@@ -261,6 +266,10 @@ pub struct Response {
     /// Set by the pipeline from the mount that served the request.
     pub mount_type: String,
     pub raw: Option<RawBody>,
+    /// The log index the serving node had applied when it answered: a read
+    /// that passes it back (`X-Sigil-Index`) sees at least this state.
+    #[serde(default)]
+    pub index: u64,
 }
 
 impl Response {
@@ -418,5 +427,38 @@ mod tests {
         assert!(Response::empty().is_empty());
         assert!(!Response::data(Data::new()).is_empty());
         assert!(!Response::empty().with_warning("w").is_empty());
+    }
+}
+
+/// Serde for secrets inside values that travel only between the nodes of a
+/// cell (a forwarded request and its response, over mutual TLS). Nothing
+/// serialised with it is logged or stored.
+mod secret_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use sigil_hsm::SecretString;
+
+    pub fn serialize<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+        Ok(SecretString::new(String::deserialize(d)?))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(v.expose()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SecretString>, D::Error> {
+            Ok(Option::<String>::deserialize(d)?.map(SecretString::new))
+        }
     }
 }

@@ -10,9 +10,10 @@ use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 pub use crate::barrier::KeyStatus;
-use crate::logical::{Operation, Request, Response};
+use crate::logical::{Consistency, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::pipeline::{NoRevocations, Pipeline, RevocationFilter};
+use crate::raft::RaftCell;
 use crate::seal::machine::RekeyTarget;
 use crate::seal::{
     self, ClusterInfo, GenerateRootStatus, InitOutput, InitParams, RekeyStatus, SealManager,
@@ -60,10 +61,29 @@ pub struct Node {
     pipeline_build: tokio::sync::Mutex<()>,
     revocation: Arc<dyn RevocationFilter>,
     metrics: Arc<Metrics>,
+    /// The node's Raft when it runs in a cell (every `sigil server`); `None`
+    /// for a node on local storage (tests of the layers above Raft).
+    cell: Option<RaftCell>,
+}
+
+/// Where a request is served (see [`Node::handle`]).
+enum Route {
+    Here,
+    Leader,
 }
 
 impl Node {
+    /// A node on local, unreplicated storage.
     pub fn new(seal: SealManager, api_addr: String) -> Arc<Self> {
+        Self::build(seal, api_addr, None)
+    }
+
+    /// A node of a cell: its storage is `cell`'s replicated state.
+    pub fn with_cell(seal: SealManager, api_addr: String, cell: RaftCell) -> Arc<Self> {
+        Self::build(seal, api_addr, Some(cell))
+    }
+
+    fn build(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Arc<Self> {
         Arc::new(Self {
             seal: Arc::new(seal),
             api_addr,
@@ -71,12 +91,179 @@ impl Node {
             pipeline_build: tokio::sync::Mutex::new(()),
             revocation: Arc::new(NoRevocations),
             metrics: Arc::new(Metrics::new()),
+            cell,
         })
     }
 
+    pub fn cell(&self) -> Option<&RaftCell> {
+        self.cell.as_ref()
+    }
+
     /// Serves a request through the pipeline (every path but the seal
-    /// lifecycle endpoints).
+    /// lifecycle endpoints), here or on the leader (docs/architecture.md,
+    /// "Reads, writes and forwarding"):
+    /// - writes run on the leader; a follower forwards them;
+    /// - `linearizable` reads confirm the read index with the leader, then
+    ///   are served here once this node has applied it;
+    /// - reads carrying an index (read-your-writes) wait, bounded, until this
+    ///   node has applied it, else go to the leader;
+    /// - `bounded` reads are served here while this node is within
+    ///   `max_staleness` of the cell, else go to the leader.
+    ///
+    /// The response carries the index this node (or the leader) had applied.
     pub async fn handle(&self, req: Request) -> Result<Response, ApiError> {
+        let Some(cell) = &self.cell else {
+            return self.handle_here(req).await;
+        };
+        match self.route(cell, &req).await? {
+            Route::Here => self.handle_here(req).await,
+            Route::Leader => self.forward(cell, req).await,
+        }
+    }
+
+    async fn route(&self, cell: &RaftCell, req: &Request) -> Result<Route, ApiError> {
+        // Sealing is per node, wherever the request lands.
+        if req.path == "sys/seal" || req.path == "sys/step-down" {
+            return Ok(Route::Here);
+        }
+        let write = !matches!(req.operation, Operation::Read | Operation::List);
+        let leader = cell.is_leader();
+        if write {
+            return Ok(if leader { Route::Here } else { Route::Leader });
+        }
+        let max = cell.settings().max_staleness;
+        match req.consistency {
+            Consistency::Linearizable => {
+                cell.linearize()
+                    .await
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                Ok(Route::Here)
+            }
+            Consistency::AfterIndex(index) => {
+                let wait = cell.settings().write_timeout.min(Duration::from_secs(2));
+                match cell.wait_applied(index, wait).await {
+                    Ok(()) => Ok(Route::Here),
+                    Err(_) if !leader => Ok(Route::Leader),
+                    Err(e) => Err(ApiError::Unavailable(e.to_string())),
+                }
+            }
+            Consistency::Default => match cell.staleness() {
+                Some(age) if age <= max => Ok(Route::Here),
+                _ if !leader && cell.leader().is_some() => Ok(Route::Leader),
+                age => Err(ApiError::Unavailable(format!(
+                    "this node may be stale (last confirmed up to date {}) and no leader is reachable; retry, or ask another node",
+                    age.map_or("never".to_owned(), |a| format!("{} ms ago", a.as_millis()))
+                ))),
+            },
+        }
+    }
+
+    /// Sends `req` to the leader's pipeline. Retried on another leader only
+    /// when the old one refused it before running it.
+    async fn forward(&self, cell: &RaftCell, mut req: Request) -> Result<Response, ApiError> {
+        req.consistency = Consistency::Default;
+        let body = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let deadline = std::time::Instant::now() + cell.settings().write_timeout;
+        loop {
+            let Some((_, leader)) = cell.leader().filter(|(id, _)| *id != cell.id()) else {
+                if std::time::Instant::now() >= deadline {
+                    return Err(ApiError::Unavailable("no leader is reachable".into()));
+                }
+                tokio::time::sleep(cell.settings().heartbeat * 2).await;
+                if cell.is_leader() {
+                    return self.handle_here(req).await;
+                }
+                continue;
+            };
+            let mut client = cell
+                .peers()
+                .client(&leader.cluster_addr)
+                .map_err(ApiError::Unavailable)?;
+            let mut rpc = tonic::Request::new(sigil_proto::cluster::v1::ForwardRequest {
+                request: body.clone().into(),
+            });
+            rpc.set_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+            match client.forward(rpc).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    let outcome: Result<Response, ApiError> = serde_json::from_slice(&reply.reply)
+                        .map_err(|e| {
+                            ApiError::Internal(format!("undecodable forwarded reply: {e}"))
+                        })?;
+                    return outcome.map(|mut r| {
+                        r.index = r.index.max(reply.index);
+                        r
+                    });
+                }
+                // Refused before running: safe to send to the new leader.
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(cell.settings().heartbeat * 2).await;
+                }
+                Err(s)
+                    if matches!(req.operation, Operation::Read | Operation::List)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %s.message(), "forwarded read failed; retrying");
+                    cell.peers().forget(&leader.cluster_addr);
+                    tokio::time::sleep(cell.settings().heartbeat * 2).await;
+                }
+                Err(s) => {
+                    cell.peers().forget(&leader.cluster_addr);
+                    return Err(ApiError::Unavailable(format!(
+                        "the leader did not answer ({}); the request may or may not have been applied (request id {})",
+                        s.message(),
+                        req.id
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Runs a request forwarded by a follower (this node leads).
+    pub async fn handle_forwarded(&self, request: &[u8]) -> (Vec<u8>, u64) {
+        let outcome = match serde_json::from_slice::<Request>(request) {
+            Ok(req) => self.handle_here(req).await,
+            Err(e) => Err(ApiError::InvalidRequest(format!(
+                "undecodable forwarded request: {e}"
+            ))),
+        };
+        let index = self.applied_index();
+        let bytes = serde_json::to_vec(&outcome).unwrap_or_else(|e| {
+            serde_json::to_vec(&Err::<Response, ApiError>(ApiError::Internal(
+                e.to_string(),
+            )))
+            .unwrap_or_default()
+        });
+        (bytes, index)
+    }
+
+    /// The log index this node has applied (0 off Raft).
+    pub fn applied_index(&self) -> u64 {
+        self.cell.as_ref().map_or(0, |c| c.applied().index())
+    }
+
+    /// Re-reads replicated seal material and caches after another node
+    /// changed them (see [`crate::raft::state_machine::WATCHED_PREFIXES`]).
+    pub async fn on_replicated_change(&self) {
+        if let Err(e) = self.blocking(|s| s.reload()).await {
+            tracing::error!(error = %e, "reloading replicated seal state failed");
+        }
+        let pipeline = self
+            .pipeline
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(p) = pipeline {
+            if let Err(e) = p.refresh().await {
+                tracing::error!(error = %e, "refreshing replicated tables failed");
+            }
+        }
+    }
+
+    async fn handle_here(&self, req: Request) -> Result<Response, ApiError> {
         let result = self.pipeline().await?.handle(req).await;
         if self.seal.barrier().is_sealed() {
             // The request sealed the node: the pipeline's audit salts, token
@@ -86,7 +273,10 @@ impl Node {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
         }
-        result
+        result.map(|mut r| {
+            r.index = self.applied_index();
+            r
+        })
     }
 
     /// The pipeline for the current unseal, built on first use.
@@ -229,11 +419,13 @@ impl Node {
 
     pub fn health(&self) -> Health {
         let status = self.seal.status();
+        // A follower serves reads: a performance standby in Vault's terms.
+        let follower = self.cell.as_ref().is_some_and(|c| !c.is_leader());
         Health {
             initialized: status.initialized,
             sealed: status.sealed,
-            standby: false,
-            performance_standby: false,
+            standby: follower,
+            performance_standby: follower,
             server_time_utc: crate::clock::unix_now(),
             version: VERSION.to_owned(),
             cluster: status.cluster,
@@ -244,11 +436,25 @@ impl Node {
         if !self.seal.is_initialized() || self.seal.is_sealed() {
             return Err(ApiError::Sealed);
         }
+        let Some(cell) = &self.cell else {
+            return Ok(Leader {
+                ha_enabled: false,
+                is_self: true,
+                leader_address: self.api_addr.clone(),
+                leader_cluster_address: String::new(),
+            });
+        };
+        let leader = cell.leader();
         Ok(Leader {
-            ha_enabled: false,
-            is_self: true,
-            leader_address: self.api_addr.clone(),
-            leader_cluster_address: String::new(),
+            ha_enabled: true,
+            is_self: leader.as_ref().is_some_and(|(id, _)| *id == cell.id()),
+            leader_address: leader
+                .as_ref()
+                .map(|(_, n)| n.api_addr.clone())
+                .unwrap_or_default(),
+            leader_cluster_address: leader
+                .map(|(_, n)| format!("https://{}", n.cluster_addr))
+                .unwrap_or_default(),
         })
     }
 

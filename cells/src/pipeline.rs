@@ -165,6 +165,20 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Re-reads what other nodes of the cell may have changed through
+    /// replication: the mount table, policies and the audit table (devices
+    /// added elsewhere start here; removed ones stop).
+    pub async fn refresh(&self) -> Result<(), ApiError> {
+        let _guard = self.mount_lock.lock().await;
+        if let Some(raw) = self.barrier.get(MOUNTS_KEY)? {
+            let mounts: Vec<MountEntry> = serde_json::from_slice(&raw)
+                .map_err(|e| ApiError::Internal(format!("mount table is corrupt: {e}")))?;
+            *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Router::new(mounts));
+        }
+        self.policies.forget_all();
+        sys::sync_audit_devices(self).await
+    }
+
     /// The unseal this pipeline was built for.
     pub fn generation(&self) -> u64 {
         self.generation

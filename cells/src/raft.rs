@@ -12,6 +12,7 @@
 //! - [`replicated`]: the [`crate::storage::Storage`] the barrier writes
 //!   through: reads are local, writes are proposals (forwarded to the leader
 //!   from a follower);
+//! - [`tls`]: the cluster port's mutual TLS (cell CA, node certificates);
 //! - [`cell`]: a node's Raft instance, assembled and started.
 //!
 //! Log entries and snapshots hold only what the barrier wrote, which is
@@ -24,6 +25,7 @@ pub mod replicated;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tls;
 
 use std::fmt;
 

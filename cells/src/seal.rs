@@ -613,6 +613,46 @@ impl SealManager {
         Ok(())
     }
 
+    /// Picks up seal material another node of the cell changed through
+    /// replication: the seal configuration (the cell was initialised or
+    /// rekeyed elsewhere) and, while unsealed, the keyring (rotated
+    /// elsewhere). A keyring this node's root key no longer opens means the
+    /// root key was rekeyed on another node: this node seals itself, and
+    /// operators unseal it with the new keys (docs/runbooks/cell-operations.md).
+    pub fn reload(&self) -> Result<(), SealError> {
+        let config = match self.storage.get(SEAL_CONFIG_KEY)? {
+            None => None,
+            Some(raw) => Some(
+                serde_json::from_slice::<SealConfig>(&raw)
+                    .map_err(|e| SealError::Corrupt(format!("seal config: {e}")))?,
+            ),
+        };
+        let mut m = self.lock();
+        let was_uninitialised = m.phase() == Phase::Uninitialized;
+        m.replicated_config(config);
+        if was_uninitialised && m.phase() != Phase::Uninitialized {
+            tracing::info!(
+                "the cell was initialised on another node; this node is sealed until unsealed"
+            );
+        }
+        if m.phase() != Phase::Unsealed {
+            return Ok(());
+        }
+        match self.barrier.reload_keyring() {
+            Ok(()) => Ok(()),
+            Err(BarrierError::WrongKey) => {
+                tracing::warn!(
+                    "the root key was rekeyed on another node; sealing this node until it is unsealed with the new keys"
+                );
+                self.barrier.seal();
+                self.tokens.forget_salt();
+                m.sealed();
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn rekey_init(
         &self,
         target: RekeyTarget,

@@ -13,8 +13,12 @@ use tokio::task::JoinHandle;
 use crate::barrier::{Barrier, BarrierConfig};
 use crate::config::{Config, SealKind};
 use crate::node::Node;
+use crate::raft::replicated::ReplicatedStorage;
+use crate::raft::service::{ClusterService, ForwardHandler};
+use crate::raft::tls::{ClusterTls, TlsSource};
+use crate::raft::{RaftCell, RaftSettings};
 use crate::seal::{InitOutput, InitParams, SealBackend, SealManager};
-use crate::storage::{RocksStorage, Storage};
+use crate::storage::Storage;
 
 /// A serving node. Dropping it does not stop it; call [`Running::shutdown`].
 #[derive(Debug)]
@@ -40,6 +44,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(cell) = self.node.cell() {
+            cell.shutdown().await;
         }
     }
 
@@ -161,14 +168,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     );
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let storage: Arc<dyn Storage> = Arc::new(
-        RocksStorage::open(config.data_dir.join("state"))
-            .with_context(|| format!("cannot open storage in {}", config.data_dir.display()))?,
-    );
-    let barrier = Barrier::new(storage, BarrierConfig::default());
-    let backend = seal_backend(config)?;
-    let seal = SealManager::open(barrier, backend, config.cluster_name.clone())
-        .context("cannot load the seal")?;
 
     let http_listener = TcpListener::bind(&config.listener.http_addr)
         .await
@@ -190,10 +189,43 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let tls = config.tls_enabled();
     let scheme = if tls { "https" } else { "http" };
-    let node = Node::new(seal, format!("{scheme}://{http_addr}"));
+    let api_addr = format!("{scheme}://{http_addr}");
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+
+    // The cell: Raft over the mutual-TLS cluster port. The barrier's storage
+    // is the replicated state.
+    let cluster = start_cluster(config, &api_addr, rx.clone(), &mut tasks).await?;
+    let storage: Arc<dyn Storage> = Arc::new(ReplicatedStorage::new(cluster.cell.clone()));
+    let barrier = Barrier::new(storage, BarrierConfig::default());
+    let backend = seal_backend(config)?;
+    let seal = SealManager::open(barrier, backend, config.cluster_name.clone())
+        .context("cannot load the seal")?;
+    let node = Node::with_cell(seal, api_addr, cluster.cell.clone());
+    cluster
+        .service
+        .set_forward_handler(Arc::new(NodeForwarder(node.clone())));
+    {
+        // Seal material, mounts, policies and audit devices changed by
+        // other nodes of the cell.
+        let node = node.clone();
+        let mut changes = cluster.cell.state_machine().changes();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        node.on_replicated_change().await;
+                    }
+                    _ = async { let _ = rx.wait_for(|s| *s).await; } => return,
+                }
+            }
+        }));
+    }
     let max_body = config.listener.max_request_size;
     let router = crate::http::router(node.clone(), max_body);
 
@@ -292,7 +324,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         }));
     }
 
-    tracing::info!(http = %http_addr, grpc = %grpc_addr, tls, node_id = %config.node_id, "sigil node listening");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, cluster = %cluster.cell.node().cluster_addr, tls, node_id = %config.node_id, cell = %config.cell.id, "sigil node listening");
     Ok(Running {
         node,
         http_addr,
@@ -301,6 +333,107 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// The node's Raft, its cluster service, serving on the cluster port.
+struct Cluster {
+    cell: RaftCell,
+    service: ClusterService,
+}
+
+async fn start_cluster(
+    config: &Config,
+    api_addr: &str,
+    rx: watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Cluster> {
+    let listener = TcpListener::bind(&config.raft.cluster_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on raft.cluster_addr {}",
+                config.raft.cluster_addr
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    let cluster_addr = config
+        .raft
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    let source = match (
+        &config.raft.tls_ca_file,
+        &config.raft.tls_cert_file,
+        &config.raft.tls_key_file,
+    ) {
+        (Some(ca), Some(cert), Some(key)) => TlsSource::Files {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => TlsSource::Generated {
+            dir: config.data_dir.join(crate::raft::tls::GENERATED_DIR),
+            hosts: vec![bound.ip().to_string(), "localhost".into()],
+        },
+    };
+    let pki = ClusterTls::load(&source, &config.cell.id, &config.node_id).context("cluster tls")?;
+    let server_tls =
+        crate::cluster_pki::server_config(&pki.ca, &pki.node, &pki.cell).context("cluster tls")?;
+    let connector = pki.connector().context("cluster tls")?;
+    let r = &config.raft;
+    let mut settings = RaftSettings::new(&config.node_id, &cluster_addr, api_addr);
+    settings.heartbeat = Duration::from_millis(r.heartbeat_ms);
+    settings.election_timeout = (
+        Duration::from_millis(r.election_timeout_ms),
+        Duration::from_millis(r.election_timeout_ms * 2),
+    );
+    settings.snapshot_every = r.snapshot_every;
+    settings.max_staleness = Duration::from_millis(r.max_staleness_ms);
+    settings.write_timeout = Duration::from_millis(r.write_timeout_ms);
+    let cell = RaftCell::open(&config.data_dir, settings, connector)
+        .await
+        .context("cannot start raft")?;
+    let service = ClusterService::new(cell.clone());
+    {
+        let svc = service.clone().into_server();
+        let incoming = crate::cluster_pki::ClusterIncoming::new(listener, server_tls);
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "cluster server failed");
+            }
+        }));
+    }
+    if config.raft.retry_join.is_empty() {
+        let mut members = std::collections::BTreeMap::new();
+        members.insert(cell.id(), cell.node().clone());
+        if cell.bootstrap(members).await? {
+            tracing::info!(cell = %config.cell.id, "founded a new cell");
+        }
+    } else {
+        let cell = cell.clone();
+        let addrs = config.raft.retry_join.clone();
+        tasks.push(tokio::spawn(async move { cell.join(&addrs, rx).await }));
+    }
+    Ok(Cluster { cell, service })
+}
+
+/// Hands requests forwarded by followers to this node's pipeline.
+struct NodeForwarder(Arc<Node>);
+
+impl ForwardHandler for NodeForwarder {
+    fn forward(
+        &self,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, u64)> + Send + '_>> {
+        Box::pin(async move { self.0.handle_forwarded(&request).await })
+    }
 }
 
 async fn serve_https(

@@ -142,4 +142,14 @@ impl PolicyStore {
     fn invalidate(&self) {
         self.acls.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
+
+    /// Forgets every parsed policy and compiled ACL: policies may have been
+    /// changed on another node of the cell.
+    pub fn forget_all(&self) {
+        self.parsed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.invalidate();
+    }
 }

@@ -709,6 +709,32 @@ pub(super) async fn load_audit_devices(p: &Pipeline) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Brings the running devices in line with the stored audit table (changed
+/// on another node of the cell). Callers hold `mount_lock`.
+pub(super) async fn sync_audit_devices(p: &Pipeline) -> Result<(), ApiError> {
+    let table = load_audit_table(p)?;
+    let running: Vec<String> = p.audit.list().into_iter().map(|(path, _)| path).collect();
+    for path in &running {
+        if !table.iter().any(|e| &e.path == path) {
+            let _ = p.audit.disable(path);
+            tracing::info!(device = %path, "audit device disabled on another node");
+        }
+    }
+    for e in &table {
+        if !running.contains(&e.path) {
+            let salt = salt_of(e)?;
+            match p.audit.enable(&e.path, device_config(e), salt).await {
+                Ok(()) => tracing::info!(device = %e.path, "audit device enabled on another node"),
+                Err(err) => {
+                    tracing::error!(device = %e.path, error = %err, "audit device did not start; requests fail closed until it is fixed or disabled")
+                }
+            }
+        }
+    }
+    p.audit_expected.store(table.len(), Ordering::Release);
+    Ok(())
+}
+
 async fn enable_audit(p: &Pipeline, req: &Request, path: &str) -> Result<Response, ApiError> {
     let d = &req.data;
     params::deny_unknown(d, &["type", "description", "options", "local"])?;

@@ -413,7 +413,13 @@ impl RaftCell {
     /// then makes it a voter. Refuses a name already used by another address.
     pub async fn add_member(&self, id: NodeId, node: CellNode) -> Result<StoredMembership, Status> {
         if !self.is_leader() {
-            return Err(Status::failed_precondition("not the leader"));
+            let mut s = Status::failed_precondition("not the leader");
+            if let Some((_, leader)) = self.leader() {
+                if let Ok(v) = leader.cluster_addr.parse() {
+                    s.metadata_mut().insert("x-sigil-leader", v);
+                }
+            }
+            return Err(s);
         }
         let current = self.membership();
         if let Some(existing) = current.membership().get_node(&id) {
@@ -445,6 +451,72 @@ impl RaftCell {
             })?;
         tracing::info!(node = id, index = r.log_id.index, "node joined the cell");
         Ok(self.membership())
+    }
+
+    /// Joins an existing cell through any of `addrs` (cluster addresses of
+    /// members), retrying until a leader accepts this node. A node that is
+    /// already a member (a restart) returns at once.
+    pub async fn join(&self, addrs: &[String], mut stop: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        loop {
+            if self
+                .membership()
+                .membership()
+                .get_node(&self.inner.id)
+                .is_some()
+            {
+                return;
+            }
+            for addr in addrs {
+                match self.join_through(addr).await {
+                    Ok(()) => {
+                        tracing::info!(through = %addr, "joined the cell");
+                        return;
+                    }
+                    Err(e) => {
+                        if attempt % 10 == 0 {
+                            tracing::warn!(through = %addr, error = %e, "cannot join the cell yet; retrying");
+                        }
+                    }
+                }
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn join_through(&self, addr: &str) -> Result<(), String> {
+        let mut target = addr.to_owned();
+        // Follow at most a couple of "ask the leader" hints.
+        for _ in 0..3 {
+            let mut client = self.inner.peers.client(&target)?;
+            let req = pb::JoinRequest {
+                node_name: self.inner.node.name.clone(),
+                cluster_addr: self.inner.node.cluster_addr.clone(),
+                api_addr: self.inner.node.api_addr.clone(),
+            };
+            match client.join(req).await {
+                Ok(_) => return Ok(()),
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    match s
+                        .metadata()
+                        .get("x-sigil-leader")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        Some(leader) if leader != target => target = leader.to_owned(),
+                        _ => return Err(s.message().to_owned()),
+                    }
+                }
+                Err(s) => {
+                    self.inner.peers.forget(&target);
+                    return Err(format!("{}: {}", s.code(), s.message()));
+                }
+            }
+        }
+        Err("no leader found".into())
     }
 
     /// On the leader: removes a member (voter or learner).

@@ -239,7 +239,18 @@ impl Cluster for ClusterService {
     }
 
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        // The cell CA vouched for the caller's certificate; the name it asks
+        // to join under must be the one the certificate carries.
+        let peer = crate::cluster_pki::peer_identity(&req);
         let j = req.into_inner();
+        if let Some(peer) = peer {
+            if peer.node.as_str() != j.node_name {
+                return Err(Status::permission_denied(format!(
+                    "the caller's certificate names node {}, not {:?}",
+                    peer.node, j.node_name
+                )));
+            }
+        }
         let node = CellNode {
             name: j.node_name,
             cluster_addr: j.cluster_addr,

@@ -213,6 +213,22 @@ impl SealMachine {
         }
     }
 
+    /// The seal configuration replicated from the cell changed (another node
+    /// initialised the cell, or rekeyed it). An uninitialised node becomes
+    /// sealed-and-initialised; an attempt collecting shares of the old
+    /// configuration is dropped, since those shares no longer combine.
+    pub fn replicated_config(&mut self, config: Option<SealConfig>) {
+        let Some(config) = config else { return };
+        if self.config.as_ref() == Some(&config) {
+            return;
+        }
+        self.config = Some(config);
+        self.unseal = None;
+        if self.phase == Phase::Uninitialized {
+            self.phase = Phase::Sealed;
+        }
+    }
+
     /// One unseal key share.
     pub fn submit_unseal(&mut self, share: Share) -> Result<Step, SealError> {
         let config = self.sealed_config()?;
