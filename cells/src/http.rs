@@ -136,9 +136,11 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
                     .map_err(|e| ApiError::InvalidRequest(format!("invalid X-Vault-Wrap-TTL: {e}")))
             })
             .transpose()?;
-        let consistency =
-            Consistency::from_headers(header("x-sigil-index"), header("x-sigil-consistency"))
-                .map_err(ApiError::InvalidRequest)?;
+        // Vault clients that track read-your-writes send back the
+        // `X-Vault-Index` they were given, which Sigil sets to its log index.
+        let index = header("x-sigil-index").or_else(|| header("x-vault-index"));
+        let consistency = Consistency::from_headers(index, header("x-sigil-consistency"))
+            .map_err(ApiError::InvalidRequest)?;
         (wrap_ttl, consistency)
     };
     let p = parse(st, req).await?;
@@ -188,6 +190,17 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
 
 /// Renders a pipeline response in Vault's wire format.
 fn render(resp: logical::Response, request_id: &str) -> Response {
+    let index = resp.index;
+    let mut r = render_body(resp, request_id);
+    if index > 0 {
+        let v = HeaderValue::from(index);
+        r.headers_mut().insert("x-sigil-index", v.clone());
+        r.headers_mut().insert("x-vault-index", v);
+    }
+    r
+}
+
+fn render_body(resp: logical::Response, request_id: &str) -> Response {
     if let Some(raw) = resp.raw {
         let mut r = (StatusCode::OK, raw.body).into_response();
         if let Ok(ct) = HeaderValue::from_str(&raw.content_type) {

@@ -302,6 +302,7 @@ impl Node {
                 self.seal.clone(),
                 self.revocation.clone(),
                 self.metrics.clone(),
+                self.cell.clone(),
             )
             .await?,
         );

@@ -12,6 +12,7 @@
 //! audit devices) after each unseal and dropped on seal.
 
 mod policies;
+mod raft_ops;
 mod sys;
 mod token_auth;
 mod wrapping;
@@ -90,6 +91,8 @@ const SYS_SUDO: &[&str] = &[
     "leases/revoke-prefix/",
     "leases/revoke-force/",
     "leases/lookup/",
+    "storage/raft/",
+    "step-down",
 ];
 /// The same for `auth/token/`.
 const TOKEN_SUDO: &[&str] = &["revoke-orphan", "accessors", "tidy"];
@@ -117,6 +120,8 @@ pub struct Pipeline {
     /// the pipeline like everything else (audited, `sudo` where Vault wants
     /// it).
     seal: Arc<SealManager>,
+    /// The node's Raft, for `sys/storage/raft/*` and `sys/step-down`.
+    cell: Option<crate::raft::RaftCell>,
 }
 
 impl Pipeline {
@@ -126,6 +131,7 @@ impl Pipeline {
         seal: Arc<SealManager>,
         revocation: Arc<dyn RevocationFilter>,
         metrics: Arc<Metrics>,
+        cell: Option<crate::raft::RaftCell>,
     ) -> Result<Self, ApiError> {
         let barrier = seal.barrier().clone();
         let tokens = seal.tokens().clone();
@@ -160,6 +166,7 @@ impl Pipeline {
             root_acl: Arc::new(Acl::root()),
             barrier,
             seal,
+            cell,
         };
         sys::load_audit_devices(&pipeline).await?;
         Ok(pipeline)
@@ -177,6 +184,13 @@ impl Pipeline {
         }
         self.policies.forget_all();
         sys::sync_audit_devices(self).await
+    }
+
+    /// The node's Raft; a node on local storage has none.
+    fn cell(&self) -> Result<&crate::raft::RaftCell, ApiError> {
+        self.cell
+            .as_ref()
+            .ok_or_else(|| ApiError::InvalidRequest("this node does not use raft storage".into()))
     }
 
     /// The unseal this pipeline was built for.

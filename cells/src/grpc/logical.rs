@@ -132,7 +132,8 @@ impl LogicalService {
         }
         let id = req.id.clone();
         let resp = self.run(req).await?;
-        Ok(Response::new(logical_response(id, resp)))
+        let index = resp.index;
+        Ok(with_index(logical_response(id, resp), index))
     }
 }
 
@@ -205,17 +206,21 @@ impl Kv for LogicalService {
         }
         let req = request(&rpc, Operation::Read, &path, data)?;
         let resp = self.run(req).await?;
+        let index = resp.index;
         let body = resp.data.ok_or_else(no_data)?;
         let secret = body
             .get("data")
             .and_then(Value::as_object)
             .map(json_to_struct);
-        Ok(Response::new(pb::KvGetResponse {
-            data: secret,
-            metadata: Some(version_metadata(
-                body.get("metadata").unwrap_or(&Value::Null),
-            )),
-        }))
+        Ok(with_index(
+            pb::KvGetResponse {
+                data: secret,
+                metadata: Some(version_metadata(
+                    body.get("metadata").unwrap_or(&Value::Null),
+                )),
+            },
+            index,
+        ))
     }
 
     async fn put(&self, rpc: Request<pb::KvPutRequest>) -> Reply<pb::KvPutResponse> {
@@ -229,10 +234,14 @@ impl Kv for LogicalService {
         }
         let req = request(&rpc, Operation::Update, &path, body)?;
         let resp = self.run(req).await?;
+        let index = resp.index;
         let meta = resp.data.map(Value::Object).ok_or_else(no_data)?;
-        Ok(Response::new(pb::KvPutResponse {
-            metadata: Some(version_metadata(&meta)),
-        }))
+        Ok(with_index(
+            pb::KvPutResponse {
+                metadata: Some(version_metadata(&meta)),
+            },
+            index,
+        ))
     }
 
     async fn delete(&self, rpc: Request<pb::KvDeleteRequest>) -> Reply<pb::KvDeleteResponse> {
@@ -246,8 +255,8 @@ impl Kv for LogicalService {
             body.insert("versions".into(), json!(m.versions));
             request(&rpc, Operation::Update, &path, body)?
         };
-        self.run(req).await?;
-        Ok(Response::new(pb::KvDeleteResponse {}))
+        let resp = self.run(req).await?;
+        Ok(with_index(pb::KvDeleteResponse {}, resp.index))
     }
 
     async fn list(&self, rpc: Request<pb::KvListRequest>) -> Reply<pb::KvListResponse> {
@@ -257,16 +266,28 @@ impl Kv for LogicalService {
             path.push('/');
         }
         let req = request(&rpc, Operation::List, &path, Data::new())?;
-        let keys = match self.node.handle(req).await {
-            Ok(resp) => resp
-                .data
-                .and_then(|d| d.get("keys").cloned())
-                .and_then(|k| serde_json::from_value::<Vec<String>>(k).ok())
-                .unwrap_or_default(),
+        let (keys, index) = match self.node.handle(req).await {
+            Ok(resp) => (
+                resp.data
+                    .and_then(|d| d.get("keys").cloned())
+                    .and_then(|k| serde_json::from_value::<Vec<String>>(k).ok())
+                    .unwrap_or_default(),
+                resp.index,
+            ),
             // An empty directory is an empty list, not an error, on gRPC.
-            Err(ApiError::NotFound(_)) => Vec::new(),
+            Err(ApiError::NotFound(_)) => (Vec::new(), self.node.applied_index()),
             Err(e) => return Err(e.into()),
         };
-        Ok(Response::new(pb::KvListResponse { keys }))
+        Ok(with_index(pb::KvListResponse { keys }, index))
     }
+}
+
+/// A reply carrying `x-sigil-index` metadata: the log index the serving node
+/// had applied, for read-your-writes on the next call.
+fn with_index<T>(body: T, index: u64) -> Response<T> {
+    let mut r = Response::new(body);
+    if index > 0 {
+        r.metadata_mut().insert("x-sigil-index", index.into());
+    }
+    r
 }

@@ -152,6 +152,13 @@ pub(super) async fn handle(
             }))
             .legacy())
         }
+        ("storage", "raft/configuration") if op == Operation::Read => {
+            super::raft_ops::configuration(p.cell()?)
+        }
+        ("storage", "raft/remove-peer") if write => {
+            super::raft_ops::remove_peer(p.cell()?, req).await
+        }
+        ("step-down", "") if write => super::raft_ops::step_down(p.cell()?).await,
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)
@@ -182,6 +189,8 @@ fn known_head(head: &str) -> bool {
             | "seal"
             | "rotate"
             | "key-status"
+            | "storage"
+            | "step-down"
     )
 }
 

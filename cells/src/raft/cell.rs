@@ -543,6 +543,34 @@ impl RaftCell {
         Ok(self.membership())
     }
 
+    /// Gives up leadership: this node stops sending heartbeats and standing
+    /// for election until another node has taken over (or the election
+    /// timeout passed twice), then takes part again as a follower.
+    pub async fn step_down(&self) -> Result<(), CellError> {
+        let raft = &self.inner.raft;
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+        let wait = self.inner.settings.election_timeout.1 * 4;
+        let me = self.inner.id;
+        let mut rx = raft.metrics();
+        let moved = tokio::time::timeout(
+            wait,
+            rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != Some(me)),
+        )
+        .await;
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        match moved {
+            Ok(Ok(_)) => {
+                tracing::info!("stepped down; another node leads");
+                Ok(())
+            }
+            _ => Err(CellError::NoLeader(
+                "no other node took over; this node may lead again".into(),
+            )),
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

@@ -232,3 +232,52 @@ pub fn init_unseal(base: &str) -> String {
     assert_eq!(status["sealed"], false);
     out["root_token"].as_str().expect("root token").to_owned()
 }
+
+/// Like [`call`], with extra request headers; also returns the response
+/// headers (lower-cased names).
+pub fn call_with_headers(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (
+    u16,
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+) {
+    use std::io::{Read, Write};
+    let host = base.strip_prefix("http://").expect("plain http base url");
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    let mut extra = token
+        .map(|t| format!("X-Vault-Token: {t}\r\n"))
+        .unwrap_or_default();
+    for (k, v) in headers {
+        extra.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(
+        s,
+        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (
+        code,
+        headers,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -1,0 +1,252 @@
+//! A three-node cell, in process, on loopback: nodes join over mutual TLS,
+//! the cell is initialised once and each node unsealed with the same keys,
+//! writes sent to a follower are forwarded to the leader, reads carrying the
+//! returned index see the write on every node, health tells the leader from
+//! performance standbys, and the cell keeps serving after its leader stops.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{call, call_with_headers, strings, wait_for};
+use sigil_cell::cluster_pki::{CellCa, CellId, NodeId};
+use sigil_cell::config::Config;
+use sigil_cell::server::{self, Running};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn node_config(dir: &Path, name: &str, ca: &CellCa, join: Option<&str>) -> Config {
+    let cert = ca
+        .issue_node(
+            &CellId::new("test-cell").expect("cell"),
+            &NodeId::new(name).expect("node"),
+            &["127.0.0.1".to_owned()],
+        )
+        .expect("issue");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("mkdir");
+    let (cert_path, key_path) = cert.write_to(&tls).expect("write cert");
+    let ca_path = tls.join("ca.pem");
+    std::fs::write(&ca_path, ca.certificate().pem()).expect("write ca");
+    let join = join
+        .map(|a| format!("retry_join = [\"{a}\"]\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "node_id = \"{name}\"\ndata_dir = {:?}\ndisable_mlock = true\n\
+         [listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\
+         [cell]\nid = \"test-cell\"\n\
+         [raft]\ncluster_addr = \"127.0.0.1:0\"\n{join}\
+         tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        dir.join("data").display().to_string(),
+        ca_path.display().to_string(),
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    Config::parse(&text).expect("config")
+}
+
+fn members(base: &str, token: &str) -> usize {
+    let (code, body) = call(
+        base,
+        "GET",
+        "sys/storage/raft/configuration",
+        Some(token),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    body["data"]["config"]["servers"]
+        .as_array()
+        .map_or(0, |s| s.len())
+}
+
+fn leader_of(nodes: &[&Running]) -> Option<usize> {
+    nodes
+        .iter()
+        .position(|n| n.node.cell().is_some_and(|c| c.is_leader()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_replicate_forward_and_survive_the_leader() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = CellCa::generate(&CellId::new("test-cell").expect("cell")).expect("ca");
+
+    let n1 = server::start(&node_config(&tmp.path().join("n1"), "n1", &ca, None))
+        .await
+        .expect("start n1");
+    let seed = n1.node.cell().expect("cell").node().cluster_addr.clone();
+    let n2 = server::start(&node_config(&tmp.path().join("n2"), "n2", &ca, Some(&seed)))
+        .await
+        .expect("start n2");
+    let n3 = server::start(&node_config(&tmp.path().join("n3"), "n3", &ca, Some(&seed)))
+        .await
+        .expect("start n3");
+    let urls: Vec<String> = [&n1, &n2, &n3].iter().map(|n| n.http_url()).collect();
+
+    // Joins complete in the background; every node sees three voters.
+    wait_for(WAIT, || {
+        [&n1, &n2, &n3]
+            .iter()
+            .all(|n| {
+                n.node
+                    .cell()
+                    .is_some_and(|c| c.membership().membership().voter_ids().count() == 3)
+            })
+            .then_some(())
+    })
+    .expect("three voters");
+
+    // Initialise through a follower; unseal every node with the same keys.
+    let (code, init) = call(
+        &urls[1],
+        "PUT",
+        "sys/init",
+        None,
+        r#"{"secret_shares":3,"secret_threshold":2}"#,
+    );
+    assert_eq!(code, 200, "{init}");
+    let keys = strings(&init, "keys");
+    let root = init["root_token"].as_str().expect("root").to_owned();
+    for url in &urls {
+        // The init reaches the other nodes by replication.
+        wait_for(WAIT, || {
+            let (_, s) = call(url, "GET", "sys/seal-status", None, "");
+            (s["initialized"] == true).then_some(())
+        })
+        .expect("initialised everywhere");
+        for key in &keys[..2] {
+            let (code, s) = call(
+                url,
+                "PUT",
+                "sys/unseal",
+                None,
+                &format!(r#"{{"key":"{key}"}}"#),
+            );
+            assert_eq!(code, 200, "{s}");
+        }
+        let (_, s) = call(url, "GET", "sys/seal-status", None, "");
+        assert_eq!(s["sealed"], false, "{url}: {s}");
+    }
+    assert_eq!(members(&urls[2], &root), 3);
+
+    // Health: 200 on the leader, 473 on followers.
+    let leader = leader_of(&[&n1, &n2, &n3]).expect("a leader");
+    for (i, url) in urls.iter().enumerate() {
+        let (code, _) = call(url, "GET", "sys/health", None, "");
+        assert_eq!(code, if i == leader { 200 } else { 473 }, "{url}");
+    }
+
+    // Writes on a follower are forwarded; the returned index makes reads
+    // on every node see them.
+    let follower = (leader + 1) % 3;
+    let (code, body) = call(
+        &urls[follower],
+        "POST",
+        "sys/mounts/secret",
+        Some(&root),
+        r#"{"type":"kv","options":{"version":"2"}}"#,
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, headers, body) = call_with_headers(
+        &urls[follower],
+        "PUT",
+        "secret/data/app",
+        Some(&root),
+        &[],
+        r#"{"data":{"password":"hunter2"}}"#,
+    );
+    assert_eq!(code, 200, "{body} {headers:?}");
+    let index: u64 = headers["x-sigil-index"].parse().expect("index");
+    assert!(index > 0);
+    assert_eq!(headers["x-vault-index"], headers["x-sigil-index"]);
+    for url in &urls {
+        let (code, _, body) = call_with_headers(
+            url,
+            "GET",
+            "secret/data/app",
+            Some(&root),
+            &[("X-Sigil-Index", &index.to_string())],
+            "",
+        );
+        assert_eq!(code, 200, "{url}: {body}");
+        assert_eq!(body["data"]["data"]["password"], "hunter2", "{url}");
+        let (code, _, body) = call_with_headers(
+            url,
+            "GET",
+            "secret/data/app",
+            Some(&root),
+            &[("X-Sigil-Consistency", "linearizable")],
+            "",
+        );
+        assert_eq!(code, 200, "{url}: {body}");
+        assert_eq!(body["data"]["data"]["password"], "hunter2", "{url}");
+    }
+    // A policy written through one node applies on another.
+    let (code, body) = call(
+        &urls[follower],
+        "PUT",
+        "sys/policies/acl/reader",
+        Some(&root),
+        r#"{"policy":"path \"secret/data/*\" { capabilities = [\"read\"] }"}"#,
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, tok) = call(
+        &urls[leader],
+        "POST",
+        "auth/token/create",
+        Some(&root),
+        r#"{"policies":["reader"]}"#,
+    );
+    assert_eq!(code, 200, "{tok}");
+    let reader = tok["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let other = (leader + 2) % 3;
+    let (code, _, body) = call_with_headers(
+        &urls[other],
+        "GET",
+        "secret/data/app",
+        Some(&reader),
+        &[("X-Sigil-Consistency", "linearizable")],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = call(
+        &urls[other],
+        "PUT",
+        "secret/data/app",
+        Some(&reader),
+        r#"{"data":{"x":"y"}}"#,
+    );
+    assert_eq!(code, 403);
+
+    // Stop the leader: the other two elect a new one and keep serving.
+    let mut nodes = vec![Some(n1), Some(n2), Some(n3)];
+    let old = nodes[leader].take().expect("leader");
+    old.shutdown().await;
+    let rest: Vec<&Running> = nodes.iter().flatten().collect();
+    wait_for(WAIT, || leader_of(&rest).map(|_| ())).expect("a new leader");
+    let survivor = rest[0].http_url();
+    let (code, body) = call(
+        &survivor,
+        "PUT",
+        "secret/data/after",
+        Some(&root),
+        r#"{"data":{"k":"v"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = call_with_headers(
+        &rest[1].http_url(),
+        "GET",
+        "secret/data/after",
+        Some(&root),
+        &[("X-Sigil-Consistency", "linearizable")],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["data"]["k"], "v");
+    for n in nodes.into_iter().flatten() {
+        n.shutdown().await;
+    }
+}
