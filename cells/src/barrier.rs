@@ -220,11 +220,13 @@ impl Barrier {
             .get(KEYRING_KEY)?
             .ok_or_else(|| BarrierError::Corrupt("keyring missing".into()))?;
         let keyring = Keyring::open(&u.root_key, &blob)?;
-        if keyring.active().term() < u.keyring.active().term() {
-            // A stale copy: never go back to an older keyring.
+        let (stored, held) = (keyring.active().term(), u.keyring.active().term());
+        if stored <= held {
+            // Nothing new (a counter checkpoint), or a stale copy: never go
+            // back to an older keyring.
             return Ok(());
         }
-        tracing::info!(term = keyring.active().term(), "keyring reloaded");
+        tracing::info!(term = stored, "keyring reloaded: rotated on another node");
         self.replace_state(Unsealed {
             root_key: u.root_key.clone(),
             keyring,

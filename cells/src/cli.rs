@@ -12,6 +12,7 @@
 pub mod audit;
 mod audit_devices;
 mod client;
+mod dev_cell;
 mod generic;
 mod input;
 mod kv;
@@ -165,6 +166,20 @@ pub struct DevArgs {
     /// Skip mlockall (for hosts without CAP_IPC_LOCK).
     #[arg(long)]
     pub disable_mlock: bool,
+    /// Run a cell of this many nodes, as separate processes on loopback
+    /// (1 runs a single node in this process).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub nodes: u8,
+    /// The cell's id (with --nodes).
+    #[arg(long, default_value = "dev")]
+    pub cell: String,
+    /// First port of a multi-node cell: node i uses BASE+10(i-1) for HTTP,
+    /// +1 for gRPC and +2 for its cluster port.
+    #[arg(long, default_value_t = 8200)]
+    pub base_port: u16,
+    /// Write the cell's topology (addresses, pids, keys) as JSON here.
+    #[arg(long)]
+    pub topology_out: Option<PathBuf>,
 }
 
 /// Turns Vault-style `-flag` / `-flag=value` into `--flag` for clap. Single
@@ -263,6 +278,9 @@ async fn run_server(path: PathBuf) -> ExitCode {
 }
 
 async fn run_dev(args: DevArgs) -> ExitCode {
+    if args.nodes > 1 {
+        return dev_cell::run(args).await;
+    }
     let (data_dir, _temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => match tempfile::Builder::new().prefix("sigil-dev-").tempdir() {

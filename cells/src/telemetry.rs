@@ -32,8 +32,20 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber. Call once, inside a Tokio runtime when an
 /// OTLP endpoint is set (the exporter runs on it).
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<TelemetryGuard, String> {
-    let filter = EnvFilter::try_from_env("SIGIL_LOG")
-        .or_else(|_| EnvFilter::try_new(&log.level))
+    // openraft narrates every election and replication step at `info`;
+    // Sigil logs the events operators act on itself, so openraft speaks at
+    // `warn` unless a directive names it.
+    let directives = |level: &str| {
+        if level.contains("openraft") {
+            level.to_owned()
+        } else {
+            format!("{level},openraft=warn")
+        }
+    };
+    let filter = std::env::var("SIGIL_LOG")
+        .ok()
+        .map(|l| EnvFilter::try_new(directives(&l)))
+        .unwrap_or_else(|| EnvFilter::try_new(directives(&log.level)))
         .map_err(|e| format!("log.level: {e}"))?;
     let fmt = if log.json {
         tracing_subscriber::fmt::layer()

@@ -112,6 +112,9 @@ struct Inner {
     peers: Peers,
     settings: RaftSettings,
     freshness: Freshness,
+    /// One membership change at a time: Raft refuses a change while another
+    /// is in flight, so concurrent joins queue here instead of failing.
+    membership_change: tokio::sync::Mutex<()>,
 }
 
 /// A node's Raft. Cheap to clone.
@@ -177,6 +180,7 @@ impl RaftCell {
                 peers,
                 settings,
                 freshness: Freshness::default(),
+                membership_change: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -421,6 +425,7 @@ impl RaftCell {
             }
             return Err(s);
         }
+        let _changing = self.inner.membership_change.lock().await;
         let current = self.membership();
         if let Some(existing) = current.membership().get_node(&id) {
             if existing.cluster_addr != node.cluster_addr {
@@ -462,8 +467,8 @@ impl RaftCell {
             if self
                 .membership()
                 .membership()
-                .get_node(&self.inner.id)
-                .is_some()
+                .voter_ids()
+                .any(|v| v == self.inner.id)
             {
                 return;
             }
@@ -524,6 +529,7 @@ impl RaftCell {
         if !self.is_leader() {
             return Err(Status::failed_precondition("not the leader"));
         }
+        let _changing = self.inner.membership_change.lock().await;
         let m = self.membership();
         if m.membership().get_node(&id).is_none() {
             return Err(Status::not_found("no such node in the cell"));
