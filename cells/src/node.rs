@@ -102,7 +102,8 @@ impl Node {
     /// Serves a request through the pipeline (every path but the seal
     /// lifecycle endpoints), here or on the leader (docs/architecture.md,
     /// "Reads, writes and forwarding"):
-    /// - writes run on the leader; a follower forwards them;
+    /// - writes run on the leader; a follower forwards them, and requests
+    ///   made with limited-use tokens, whose uses are counted there;
     /// - `linearizable` reads confirm the read index with the leader, then
     ///   are served here once this node has applied it;
     /// - reads carrying an index (read-your-writes) wait, bounded, until this
@@ -130,6 +131,17 @@ impl Node {
         let leader = cell.is_leader();
         if write {
             return Ok(if leader { Route::Here } else { Route::Leader });
+        }
+        // A limited-use token spends a use even on a read. Uses are counted
+        // on the leader, one request at a time, so two followers cannot both
+        // spend the same last use.
+        if !leader
+            && let Some(token) = &req.token
+            && !self.seal.is_sealed()
+            && let Ok(Some(entry)) = self.seal.tokens().lookup(token)
+            && entry.num_uses > 0
+        {
+            return Ok(Route::Leader);
         }
         let max = cell.settings().max_staleness;
         match req.consistency {

@@ -628,6 +628,11 @@ impl SealManager {
             ),
         };
         let mut m = self.lock();
+        if m.is_busy() {
+            // This node's own init, unseal or rekey is writing the seal
+            // material and installs the new keys itself when it finishes.
+            return Ok(());
+        }
         let was_uninitialised = m.phase() == Phase::Uninitialized;
         m.replicated_config(config);
         if was_uninitialised && m.phase() != Phase::Uninitialized {

@@ -179,6 +179,12 @@ impl SealMachine {
         self.phase
     }
 
+    /// Whether a quorum operation (init, unseal, rekey, generate-root) is
+    /// executing on this node.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
     pub fn config(&self) -> Option<&SealConfig> {
         self.config.as_ref()
     }
