@@ -24,15 +24,28 @@
 //!   depends only on that pair. This is what keeps realistic histories linear
 //!   rather than exponential.
 //!
-//! Two refinements for histories from real clients:
+//! Refinements for histories from real clients:
 //!
 //! - **Unknown outcomes.** An operation whose outcome is unknown (timeout,
 //!   lost connection) may take effect at any instant after its invocation,
-//!   even after every other operation returned, or never. It is given no
-//!   return entry (an open-ended return time), and the search succeeds once
-//!   every *completed* operation is placed: an unknown operation left over is
-//!   one that never took effect (or did so after everything observed).
-//!   Operations that definitely failed are not given to the checker at all.
+//!   even after every other operation returned, or never ([`End::Unknown`]).
+//!   It is given no return entry (an open-ended return time), and the search
+//!   succeeds once every other operation is placed: an unknown operation left
+//!   over is one that never took effect (or did so after everything
+//!   observed). Operations that definitely failed are not given to the
+//!   checker at all. An operation known to have taken effect by some time,
+//!   output unseen ([`End::EffectBy`]), gets a return entry at that time.
+//! - **Interchangeable unknowns.** Unknown operations with equal inputs
+//!   differ only in when they were invoked. If a linearization places some of
+//!   them, the same positions can be given to the earliest-invoked ones
+//!   instead (the i-th earliest position is never before the i-th earliest
+//!   invocation), so the search only places such an operation once all its
+//!   earlier twins are placed: *how many* took effect is searched, not
+//!   *which*. For the KV model, [`sharpen_unknowns`] makes timed-out writes
+//!   that nobody read such twins, and pins the ones somebody read to
+//!   [`End::EffectBy`] that read. Without this, every unknown write is a
+//!   factor of two in the states a rejection must rule out, and a burst of
+//!   timeouts during a partition makes the check exponential.
 //! - **Partitioning.** Linearizability is local (Herlihy & Wing 1990, §3.3):
 //!   a history is linearizable iff its restriction to each object is. So
 //!   [`check_partitioned`] splits the history by key and checks each key
@@ -71,8 +84,9 @@ pub trait Model {
     /// The object's state. Hashed and compared for the memoisation, so keep
     /// it small.
     type State: Clone + Eq + Hash + fmt::Debug;
-    /// What a client asked for.
-    type Input: fmt::Debug;
+    /// What a client asked for. Unknown operations with equal inputs are
+    /// interchangeable (see [`Model::step_unknown`]), which the search uses.
+    type Input: Eq + Hash + fmt::Debug;
     /// What the client got back.
     type Output: fmt::Debug;
 
@@ -92,7 +106,9 @@ pub trait Model {
     /// The state after `input`, whose output nobody saw, takes effect in
     /// `state`. It must be a function of `state` and `input`: an operation
     /// that would fail here is a no-op, which is the same as it never taking
-    /// effect.
+    /// effect. So two unknown operations with equal inputs have the same
+    /// effect everywhere, and the search places them only in the order they
+    /// were invoked.
     fn step_unknown(&self, state: &Self::State, input: &Self::Input) -> Self::State;
 }
 
@@ -107,18 +123,41 @@ pub struct Operation<I, O> {
     pub input: I,
     /// When it was invoked.
     pub call: u64,
-    /// When it returned and what, or `None` if its outcome is unknown.
-    pub ret: Option<Return<O>>,
+    /// How it ended.
+    pub end: End<O>,
 }
 
-/// The return of a completed [`Operation`].
+/// How an [`Operation`] ended, as far as the history knows. Times are not
+/// before the call; an operation invoked after another's time is ordered
+/// after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Return<O> {
-    /// When it returned; not before the call. An operation whose call comes
-    /// after this time is ordered after this one.
-    pub time: u64,
-    /// What it returned.
-    pub output: O,
+pub enum End<O> {
+    /// It returned `output` at `time`.
+    Returned {
+        /// When it returned.
+        time: u64,
+        /// What it returned.
+        output: O,
+    },
+    /// It took effect by `time`, with an output nobody saw: for instance a
+    /// write that timed out, whose value a read returned at `time`.
+    EffectBy {
+        /// When it had taken effect at the latest.
+        time: u64,
+    },
+    /// Nothing is known: it took effect at some instant after its call, or
+    /// never.
+    Unknown,
+}
+
+impl<O> End<O> {
+    /// The time by which the operation had taken effect, if it had to.
+    fn time(&self) -> Option<u64> {
+        match self {
+            End::Returned { time, .. } | End::EffectBy { time } => Some(*time),
+            End::Unknown => None,
+        }
+    }
 }
 
 /// How much searching a check may do before giving up as inconclusive.
@@ -335,7 +374,7 @@ pub fn kv_operations(events: &[Event]) -> Result<Vec<Operation<Op, Output>>, Che
                     client: event.client,
                     input: op.clone(),
                     call: event.time_ns,
-                    ret: None,
+                    end: End::Unknown,
                 });
             }
             EventKind::Return(outcome) => {
@@ -359,10 +398,10 @@ pub fn kv_operations(events: &[Event]) -> Result<Vec<Operation<Op, Output>>, Che
                 }
                 match outcome {
                     Outcome::Ok(output) => {
-                        ops[i].ret = Some(Return {
+                        ops[i].end = End::Returned {
                             time: event.time_ns,
                             output: output.clone(),
-                        });
+                        };
                     }
                     Outcome::Fail => {
                         failed.insert(event.op);
@@ -377,12 +416,87 @@ pub fn kv_operations(events: &[Event]) -> Result<Vec<Operation<Op, Output>>, Che
 }
 
 /// Checks a recorded KV version 2 history, key by key.
+///
+/// Before the search, unknown operations are sharpened with what the rest of
+/// the history says about them (see [`sharpen_unknowns`]); a violation's
+/// explanation shows them so sharpened.
 pub fn check_kv(events: &[Event], budget: &Budget) -> Result<(), CheckError> {
     let mut ops = kv_operations(events)?;
     // A read whose result nobody saw constrains nothing and changes nothing;
     // left in, each would only double the states the search can visit.
-    ops.retain(|op| op.ret.is_some() || !matches!(op.input, Op::Read { .. }));
+    ops.retain(|op| !matches!((&op.input, &op.end), (Op::Read { .. }, End::Unknown)));
+    sharpen_unknowns(&mut ops);
     check_partitioned(&KvModel, &ops, |op: &Op| op.key().to_owned(), budget)
+}
+
+/// Tightens unknown writes and check-and-sets using the reads of their key,
+/// leaving every linearization of the history possible and ruling out only
+/// orders that could not be one. Unknown operations cost the search the most,
+/// since each may take effect anywhere after its call or never.
+///
+/// - **Observed.** If a read returned the operation's value and no other
+///   write of the key carries that value, the operation took effect, before
+///   that read: it becomes [`End::EffectBy`] the earliest return of such a
+///   read.
+/// - **Unobserved.** If no read returned its value, the value itself can
+///   never matter: it is replaced by one placeholder per key, chosen unlike
+///   any value read from the key, so a state holding it fails every read
+///   exactly as the original did. Writes and check-and-sets look only at
+///   versions. Such operations with equal expected versions thereby become
+///   interchangeable, which the search exploits (module docs).
+pub fn sharpen_unknowns(ops: &mut [Operation<Op, Output>]) {
+    // Per key: the values reads returned, with the earliest return of each,
+    // and how many writes carry each value.
+    let mut read_by: HashMap<(String, String), u64> = HashMap::new();
+    let mut read_values: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut writers: HashMap<(String, String), usize> = HashMap::new();
+    for op in ops.iter() {
+        match (&op.input, &op.end) {
+            (
+                Op::Read { key },
+                End::Returned {
+                    time,
+                    output: Output::Read(ReadResult::Value { value, .. }),
+                },
+            ) => {
+                let earliest = read_by.entry((key.clone(), value.clone())).or_insert(*time);
+                *earliest = (*earliest).min(*time);
+                read_values
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(value.clone());
+            }
+            (Op::Write { key, value } | Op::Cas { key, value, .. }, _) => {
+                *writers.entry((key.clone(), value.clone())).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    let mut placeholders: HashMap<String, String> = HashMap::new();
+    for op in ops.iter_mut() {
+        let End::Unknown = op.end else { continue };
+        let (Op::Write { key, value } | Op::Cas { key, value, .. }) = &mut op.input else {
+            continue;
+        };
+        let pair = (key.clone(), value.clone());
+        if let Some(&time) = read_by.get(&pair) {
+            // A read before the call is a violation the search will find;
+            // it is not evidence of when this write took effect.
+            if writers.get(&pair) == Some(&1) && time >= op.call {
+                op.end = End::EffectBy { time };
+            }
+            continue;
+        }
+        let read = read_values.get(key.as_str());
+        let placeholder = placeholders.entry(key.clone()).or_insert_with(|| {
+            let mut p = String::from("(unobserved)");
+            while read.is_some_and(|r| r.contains(&p)) {
+                p.push('\'');
+            }
+            p
+        });
+        value.clone_from(placeholder);
+    }
 }
 
 /// Counts search steps against a [`Budget`].
@@ -489,6 +603,10 @@ impl Bitset {
         Self(vec![0; len.div_ceil(64)])
     }
 
+    fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
     fn insert(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);
     }
@@ -511,21 +629,33 @@ fn search<M: Model>(
     let mut timeline: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * ops.len());
     for (i, op) in ops.iter().enumerate() {
         timeline.push((op.call, false, call_entry(i)));
-        if let Some(ret) = &op.ret {
-            if ret.time < op.call {
+        if let Some(time) = op.end.time() {
+            if time < op.call {
                 return Err(CheckError::Malformed(format!(
-                    "operation #{} returns at {} before its call at {}",
-                    op.id, ret.time, op.call
+                    "operation #{} ends at {} before its call at {}",
+                    op.id, time, op.call
                 )));
             }
-            timeline.push((ret.time, true, return_entry(i)));
+            timeline.push((time, true, return_entry(i)));
         }
     }
     timeline.sort_unstable();
     let order: Vec<usize> = timeline.iter().map(|&(_, _, e)| e).collect();
     let mut list = EntryList::new(1 + 2 * ops.len(), &order);
 
-    let completed = ops.iter().filter(|op| op.ret.is_some()).count();
+    // Each unknown operation's latest earlier-invoked twin (equal input, also
+    // unknown); it may be placed only after that one (see the module docs).
+    let mut twin_before: Vec<Option<usize>> = vec![None; ops.len()];
+    let mut latest_twin: HashMap<&M::Input, usize> = HashMap::new();
+    for &(_, _, e) in &timeline {
+        let i = op_of(e);
+        if is_call(e) && matches!(ops[i].end, End::Unknown) {
+            twin_before[i] = latest_twin.insert(&ops[i].input, i);
+        }
+    }
+
+    // Operations that must be placed: all but the unknown ones.
+    let completed = ops.iter().filter(|op| op.end.time().is_some()).count();
     let mut placed_completed = 0;
     let mut state = model.init();
     let mut linearized = Bitset::new(ops.len());
@@ -548,9 +678,11 @@ fn search<M: Model>(
         if entry != HEAD && is_call(entry) {
             let i = op_of(entry);
             let op = ops[i];
-            let next = match &op.ret {
-                Some(ret) => model.step(&state, &op.input, &ret.output),
-                None => Some(model.step_unknown(&state, &op.input)),
+            let next = match &op.end {
+                End::Returned { output, .. } => model.step(&state, &op.input, output),
+                End::EffectBy { .. } => Some(model.step_unknown(&state, &op.input)),
+                End::Unknown if twin_before[i].is_some_and(|t| !linearized.contains(t)) => None,
+                End::Unknown => Some(model.step_unknown(&state, &op.input)),
             };
             if let Some(next) = next {
                 linearized.insert(i);
@@ -558,7 +690,7 @@ fn search<M: Model>(
                     let before = std::mem::replace(&mut state, next);
                     stack.push((i, before));
                     list.remove(call_entry(i));
-                    if op.ret.is_some() {
+                    if op.end.time().is_some() {
                         list.remove(return_entry(i));
                         placed_completed += 1;
                     }
@@ -592,7 +724,7 @@ fn search<M: Model>(
         };
         state = before;
         linearized.remove(i);
-        if ops[i].ret.is_some() {
+        if ops[i].end.time().is_some() {
             list.restore(return_entry(i));
             placed_completed -= 1;
         }
@@ -693,15 +825,16 @@ impl<S: Clone + fmt::Debug> Deepest<S> {
 }
 
 fn describe<I: fmt::Debug, O: fmt::Debug>(op: &Operation<I, O>) -> String {
-    match &op.ret {
-        Some(ret) => format!(
-            "#{} client {}: {:?} -> {:?} [call {}, return {}]",
-            op.id, op.client, op.input, ret.output, op.call, ret.time
+    let prefix = format!("#{} client {}: {:?}", op.id, op.client, op.input);
+    match &op.end {
+        End::Returned { time, output } => {
+            format!("{prefix} -> {output:?} [call {}, return {time}]", op.call)
+        }
+        End::EffectBy { time } => format!(
+            "{prefix} -> unknown, took effect by {time} [call {}]",
+            op.call
         ),
-        None => format!(
-            "#{} client {}: {:?} -> unknown [call {}, no return]",
-            op.id, op.client, op.input, op.call
-        ),
+        End::Unknown => format!("{prefix} -> unknown [call {}, no return]", op.call),
     }
 }
 
@@ -1058,23 +1191,147 @@ mod tests {
         ));
     }
 
+    /// A set of small integers, each added at most once; reads return the
+    /// whole set. Unknown adds with distinct inputs are not interchangeable,
+    /// so a read nothing explains makes the search try every subset.
+    struct SmallSet;
+
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    enum SetOp {
+        Add(u32),
+        Read,
+    }
+
+    impl Model for SmallSet {
+        type State = u64;
+        type Input = SetOp;
+        type Output = u64;
+        fn init(&self) -> u64 {
+            0
+        }
+        fn step(&self, s: &u64, op: &SetOp, out: &u64) -> Option<u64> {
+            match op {
+                SetOp::Add(i) => Some(s | 1 << i),
+                SetOp::Read => (out == s).then_some(*s),
+            }
+        }
+        fn step_unknown(&self, s: &u64, op: &SetOp) -> u64 {
+            match op {
+                SetOp::Add(i) => s | 1 << i,
+                SetOp::Read => *s,
+            }
+        }
+    }
+
     #[test]
     fn exhausted_budget_is_inconclusive() {
-        // Many concurrent unknown writes and no way to place the last read:
-        // the search must try every subset before giving up.
-        let mut h = Builder::default();
-        for c in 0..20 {
-            h.unknown(c, write("a", &format!("v{c}")), c, 1000);
-        }
-        h.read(99, "a", (100, 101), val("never", 1));
+        let mut ops: Vec<_> = (0..20)
+            .map(|i| Operation {
+                id: u64::from(i),
+                client: u64::from(i),
+                input: SetOp::Add(i),
+                call: u64::from(i),
+                end: End::Unknown,
+            })
+            .collect();
+        ops.push(Operation {
+            id: 99,
+            client: 99,
+            input: SetOp::Read,
+            call: 100,
+            end: End::Returned {
+                time: 101,
+                output: 1 << 40,
+            },
+        });
         let budget = Budget {
             max_steps: 1000,
             max_time: None,
         };
         assert!(matches!(
-            check_kv(&h.events, &budget),
-            Err(CheckError::Inconclusive { ref key, steps: 1001 }) if key == "a"
+            check(&SmallSet, &ops, &budget),
+            Err(CheckError::Inconclusive { ref key, steps: 1001 }) if key.is_empty()
         ));
+        let budget = Budget {
+            max_steps: u64::MAX,
+            max_time: Some(Duration::from_millis(1)),
+        };
+        assert!(matches!(
+            check(&SmallSet, &ops, &budget),
+            Err(CheckError::Inconclusive { .. })
+        ));
+    }
+
+    #[test]
+    fn interchangeable_unknowns_are_placed_in_call_order_only() {
+        // Twenty timed-out writes nobody read, then a read nothing explains:
+        // without the symmetry, every subset of the writes is a state to
+        // rule out; with it, only how many of them took effect.
+        let mut h = Builder::default();
+        for c in 0..20 {
+            h.unknown(c, write("a", &format!("lost{c}")), c, 1000);
+        }
+        h.read(99, "a", (100, 101), val("never", 1));
+        let budget = Budget {
+            max_steps: 10_000,
+            max_time: None,
+        };
+        assert!(matches!(
+            check_kv(&h.events, &budget),
+            Err(CheckError::Violation(_))
+        ));
+        // And they still explain any number of versions.
+        let mut h = Builder::default();
+        for c in 0..20 {
+            h.unknown(c, write("a", &format!("lost{c}")), c, 1000);
+        }
+        h.write(99, "a", "seen", (100, 101), 8);
+        h.read(99, "a", (102, 103), val("seen", 8));
+        assert!(h.check().is_ok());
+    }
+
+    #[test]
+    fn sharpening_pins_observed_and_blurs_unobserved_unknowns() {
+        let mut h = Builder::default();
+        let observed = h.unknown(1, write("a", "x"), 0, 1);
+        let unobserved = h.unknown(1, write("a", "y"), 2, 3);
+        let twin_a = h.unknown(2, write("a", "z"), 4, 5);
+        let twin_b = h.unknown(3, cas("a", 0, "z"), 6, 7);
+        let late = h.unknown(2, write("a", "w"), 40, 41);
+        h.read(4, "a", (8, 9), val("x", 1));
+        h.read(4, "a", (10, 11), val("x", 1));
+        h.read(4, "a", (12, 13), val("z", 2));
+        // Read before the write was invoked: not evidence of anything.
+        h.read(4, "a", (30, 31), val("w", 3));
+        let mut ops = kv_operations(&h.events).expect("well formed");
+        sharpen_unknowns(&mut ops);
+        let find = |id| ops.iter().find(|op| op.id == id).expect("op");
+        // The earliest read of "x" returned at 9.
+        assert_eq!(find(observed).end, End::EffectBy { time: 9 });
+        assert_eq!(find(unobserved).end, End::Unknown);
+        assert_eq!(
+            find(unobserved).input,
+            write("a", "(unobserved)"),
+            "no read returned y"
+        );
+        // Two writes of "z": the read could be either's.
+        assert_eq!(find(twin_a).end, End::Unknown);
+        assert_eq!(find(twin_b).end, End::Unknown);
+        assert_eq!(find(twin_b).input, cas("a", 0, "z"));
+        assert_eq!(find(late).end, End::Unknown);
+        assert_eq!(find(late).input, write("a", "w"));
+    }
+
+    #[test]
+    fn placeholder_differs_from_every_value_read() {
+        let mut h = Builder::default();
+        let lost = h.unknown(1, write("a", "lost"), 0, 1);
+        h.write(2, "a", "(unobserved)", (2, 3), 1);
+        h.read(3, "a", (4, 5), val("(unobserved)", 1));
+        let mut ops = kv_operations(&h.events).expect("well formed");
+        sharpen_unknowns(&mut ops);
+        let lost = ops.iter().find(|op| op.id == lost).expect("op");
+        assert_eq!(lost.input, write("a", "(unobserved)'"));
     }
 
     #[test]
@@ -1100,10 +1357,10 @@ mod tests {
             client: id,
             input: (),
             call,
-            ret: Some(Return {
+            end: End::Returned {
                 time: ret,
                 output: out,
-            }),
+            },
         };
         let ok = [inc(0, 0, 10, 2), inc(1, 1, 11, 1)];
         assert!(check(&Counter, &ok, &Budget::default()).is_ok());

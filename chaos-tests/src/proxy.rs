@@ -42,7 +42,8 @@
 //!   needs packets both ways. The client sees a connection on which nothing
 //!   ever answers, like a connect whose SYNs are lost; it times out at the
 //!   first deadline it sets, and if it waits for the heal, its connection
-//!   goes through then, as a retransmitted SYN would.
+//!   goes through then, as a retransmitted SYN would. (A client that gave up
+//!   meanwhile is noticed at the heal, when its end of stream is forwarded.)
 //!
 //! Dropping the [`Proxy`] stops it: the listener closes and every connection
 //! is closed with it.
