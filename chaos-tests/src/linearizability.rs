@@ -213,9 +213,9 @@ pub struct Violation {
     pub linearized: Vec<OpId>,
     /// The model state after that prefix.
     pub state: String,
-    /// The completed operation that could not be placed after that prefix:
-    /// it returned before any remaining candidate could take effect in a way
-    /// that leads to a linearization.
+    /// The operation that could not be placed after that prefix: it had to
+    /// take effect (it returned, or was seen to) before any remaining
+    /// candidate could take effect in a way that leads to a linearization.
     pub stuck: Option<OpId>,
     /// All of the above, with the operations spelled out.
     pub explanation: String,
