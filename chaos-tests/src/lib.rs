@@ -5,7 +5,7 @@
 //! definitions in `sigil-proto` and the Vault-compatible HTTP API, never by
 //! linking the node.
 //!
-//! So far it holds the load generator, `sigil-chaos bench`:
+//! The load generator, `sigil-chaos bench`:
 //! - [`bench`]: workloads, clients for both transports, the closed loop and
 //!   the run that ties them together;
 //! - [`bare`]: in-process axum/tonic servers with fixed answers, the floor a
@@ -13,6 +13,14 @@
 //! - [`latency`]: exact percentiles;
 //! - [`report`]: the table and the `--json` line;
 //! - [`cli`]: the command line.
+//!
+//! The building blocks of the fault-injection scenarios (real `sigil`
+//! processes on loopback, a proxy on every node-to-node link):
+//! - [`proxy`]: a TCP proxy whose delay, connection drops and one- or two-way
+//!   partitions are set at run time;
+//! - [`history`]: what concurrent clients invoked and what they got back;
+//! - [`linearizability`]: Wing & Gong's checker with Lowe's memoisation, and
+//!   the KV version 2 model a history is checked against.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sigil_chaos::Error> {
@@ -47,7 +55,10 @@ pub mod bare;
 pub mod bench;
 pub mod cli;
 mod error;
+pub mod history;
 pub mod latency;
+pub mod linearizability;
+pub mod proxy;
 pub mod report;
 mod token;
 
