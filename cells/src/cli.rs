@@ -11,6 +11,7 @@
 
 pub mod audit;
 mod audit_devices;
+mod cluster_certs;
 mod client;
 mod dev_cell;
 mod generic;

@@ -143,6 +143,11 @@ pub struct RaftConfig {
     /// node founds a new cell the first time it starts.
     #[serde(default)]
     pub retry_join: Vec<String>,
+    /// Dial another address than a peer advertises: `{ "advertised:port" =
+    /// "actual:port" }`. For networks where a peer is reached through a
+    /// relay, and for fault-injection tests that put a proxy on every link.
+    #[serde(default)]
+    pub dial_overrides: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -190,6 +195,7 @@ impl Default for RaftConfig {
             cluster_addr: default_cluster(),
             advertise_addr: None,
             retry_join: Vec::new(),
+            dial_overrides: Default::default(),
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -335,6 +341,10 @@ impl Config {
         }
         for a in &self.raft.retry_join {
             parse_addr("raft.retry_join", a)?;
+        }
+        for (from, to) in &self.raft.dial_overrides {
+            parse_addr("raft.dial_overrides", from)?;
+            parse_addr("raft.dial_overrides", to)?;
         }
         let tls = [
             &self.raft.tls_ca_file,

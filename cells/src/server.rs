@@ -390,6 +390,7 @@ async fn start_cluster(
     settings.snapshot_every = r.snapshot_every;
     settings.max_staleness = Duration::from_millis(r.max_staleness_ms);
     settings.write_timeout = Duration::from_millis(r.write_timeout_ms);
+    settings.dial_overrides = r.dial_overrides.clone();
     let cell = RaftCell::open(&config.data_dir, settings, connector)
         .await
         .context("cannot start raft")?;

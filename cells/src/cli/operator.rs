@@ -24,6 +24,10 @@ pub enum OperatorCommand {
     Rotate(ClientOpts),
     /// Show the active keyring term (root token required).
     KeyStatus(ClientOpts),
+    /// Make a cell's CA for the cluster port (offline).
+    ClusterCa(super::cluster_certs::CaArgs),
+    /// Issue a node certificate from a cell CA (offline).
+    ClusterCert(super::cluster_certs::CertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +194,8 @@ pub async fn run(cmd: OperatorCommand) -> ExitCode {
         OperatorCommand::KeyStatus(o) => key_status(&o).await,
         OperatorCommand::Rekey(a) => rekey(a).await,
         OperatorCommand::GenerateRoot(a) => generate_root(a).await,
+        OperatorCommand::ClusterCa(a) => super::cluster_certs::create_ca(a),
+        OperatorCommand::ClusterCert(a) => super::cluster_certs::issue_cert(a),
     }
 }
 

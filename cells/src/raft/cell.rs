@@ -40,6 +40,8 @@ pub struct RaftSettings {
     pub max_staleness: Duration,
     /// How long a write waits for a leader before failing with 503.
     pub write_timeout: Duration,
+    /// Advertised peer address → address dialled.
+    pub dial_overrides: BTreeMap<String, String>,
 }
 
 impl RaftSettings {
@@ -53,6 +55,7 @@ impl RaftSettings {
             snapshot_every: 20_000,
             max_staleness: Duration::from_millis(250),
             write_timeout: Duration::from_secs(5),
+            dial_overrides: BTreeMap::new(),
         }
     }
 }
@@ -166,7 +169,7 @@ impl RaftCell {
             cluster_addr: settings.cluster_addr.clone(),
             api_addr: settings.api_addr.clone(),
         };
-        let peers = Peers::new(connector);
+        let peers = Peers::new(connector).with_overrides(settings.dial_overrides.clone());
         let raft = Raft::new(id, config, peers.clone(), log, sm.clone())
             .await
             .map_err(|e| CellError::Raft(e.to_string()))?;

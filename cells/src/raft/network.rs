@@ -56,6 +56,8 @@ pub struct Peers {
     /// This node's Raft metrics, to tell followers how fresh the leader's
     /// quorum contact is (see [`super::cell::Freshness`]).
     metrics: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<RaftMetrics>>>,
+    /// Advertised address → address actually dialled (`raft.dial_overrides`).
+    overrides: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// Metadata on AppendEntries: milliseconds since the sending leader last
@@ -68,7 +70,14 @@ impl Peers {
             connector,
             channels: Arc::default(),
             metrics: Arc::default(),
+            overrides: Arc::default(),
         }
+    }
+
+    /// Dials `to` whenever a peer advertises `from`.
+    pub fn with_overrides(mut self, overrides: std::collections::BTreeMap<String, String>) -> Self {
+        self.overrides = Arc::new(overrides);
+        self
     }
 
     pub(crate) fn set_metrics(&self, metrics: tokio::sync::watch::Receiver<RaftMetrics>) {
@@ -83,6 +92,7 @@ impl Peers {
 
     /// A client for the node at `addr`.
     pub fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, String> {
+        let addr = self.overrides.get(addr).map_or(addr, String::as_str);
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -100,6 +110,7 @@ impl Peers {
     /// Drops the cached channel to `addr` (after the peer restarted with a
     /// new certificate, for one).
     pub fn forget(&self, addr: &str) {
+        let addr = self.overrides.get(addr).map_or(addr, String::as_str);
         self.channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
