@@ -11,8 +11,8 @@
 
 pub mod audit;
 mod audit_devices;
-mod cluster_certs;
 mod client;
+mod cluster_certs;
 mod dev_cell;
 mod generic;
 mod input;

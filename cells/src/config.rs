@@ -173,11 +173,13 @@ pub struct RaftConfig {
 fn default_cluster() -> String {
     "127.0.0.1:0".into()
 }
+// openraft gives each AppendEntries one heartbeat interval to complete
+// (a follower's fsync included), so the interval is not set lower.
 fn default_heartbeat() -> u64 {
-    50
+    100
 }
 fn default_election() -> u64 {
-    500
+    1000
 }
 fn default_snapshot_every() -> u64 {
     20_000

@@ -117,14 +117,25 @@ impl Node {
             return self.handle_here(req).await;
         };
         match self.route(cell, &req).await? {
-            Route::Here => self.handle_here(req).await,
+            Route::Here => {
+                if cell.is_leader() {
+                    cell.ready_to_lead()
+                        .await
+                        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                }
+                self.handle_here(req).await
+            }
             Route::Leader => self.forward(cell, req).await,
         }
     }
 
     async fn route(&self, cell: &RaftCell, req: &Request) -> Result<Route, ApiError> {
         // Sealing is per node, wherever the request lands.
-        if req.path == "sys/seal" || req.path == "sys/step-down" {
+        // So are this node's own view of the cell and its seal.
+        if matches!(
+            req.path.as_str(),
+            "sys/seal" | "sys/step-down" | "sys/storage/raft/configuration"
+        ) {
             return Ok(Route::Here);
         }
         let write = !matches!(req.operation, Operation::Read | Operation::List);
@@ -236,9 +247,17 @@ impl Node {
 
     /// Runs a request forwarded by a follower (this node leads).
     pub async fn handle_forwarded(&self, request: &[u8]) -> (Vec<u8>, u64) {
-        let outcome = match serde_json::from_slice::<Request>(request) {
-            Ok(req) => self.handle_here(req).await,
-            Err(e) => Err(ApiError::InvalidRequest(format!(
+        let ready = match &self.cell {
+            Some(cell) => cell
+                .ready_to_lead()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string())),
+            None => Ok(()),
+        };
+        let outcome = match (ready, serde_json::from_slice::<Request>(request)) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(req)) => self.handle_here(req).await,
+            (Ok(()), Err(e)) => Err(ApiError::InvalidRequest(format!(
                 "undecodable forwarded request: {e}"
             ))),
         };

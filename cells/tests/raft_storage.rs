@@ -62,7 +62,13 @@ async fn raft_log_state_and_snapshots_hold_no_plaintext() {
     assert_eq!(code, 200, "{init}");
     let key = strings(&init, "keys").remove(0);
     let root = init["root_token"].as_str().expect("root").to_owned();
-    let (code, _) = call(&url, "PUT", "sys/unseal", None, &format!(r#"{{"key":"{key}"}}"#));
+    let (code, _) = call(
+        &url,
+        "PUT",
+        "sys/unseal",
+        None,
+        &format!(r#"{{"key":"{key}"}}"#),
+    );
     assert_eq!(code, 200);
     let (code, _) = call(
         &url,
@@ -86,7 +92,10 @@ async fn raft_log_state_and_snapshots_hold_no_plaintext() {
     }
     let (code, tok) = call(&url, "POST", "auth/token/create", Some(&root), "{}");
     assert_eq!(code, 200);
-    let child = tok["auth"]["client_token"].as_str().expect("token").to_owned();
+    let child = tok["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     let cell = node.node.cell().expect("cell").clone();
     wait_for(WAIT, || {
         cell.raft()

@@ -23,6 +23,36 @@ pub enum Command {
     /// Load generator: closed-loop clients against a Sigil node (and/or the
     /// bare handlers), reporting ops/s and latency percentiles per level.
     Bench(BenchArgs),
+    /// Fault injection: a real three-node cell behind proxies, broken on
+    /// purpose, checked by invariant checkers (exit 1 if a check fails).
+    Scenario(ScenarioArgs),
+    /// Check a saved client history (`history.json`) for linearizability.
+    CheckHistory {
+        /// The history file a scenario wrote.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// Which scenario to run.
+    #[arg(value_enum)]
+    pub name: crate::scenario::Name,
+    /// Seed of every random choice the harness makes [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The `sigil` binary the nodes run [default: `sigil` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    pub sigil: Option<PathBuf>,
+    /// Keep the nodes' data, logs and the client history here.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Writes made while a node is down (`snapshot-catchup`).
+    #[arg(long, default_value_t = 50_000)]
+    pub writes: u64,
+    /// Print the report as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which transports to load.
@@ -209,6 +239,54 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Bench(args) => runtime.block_on(run_bench(args)),
+        Command::Scenario(args) => runtime.block_on(run_scenario(args)),
+        Command::CheckHistory { file } => check_history(&file),
+    }
+}
+
+async fn run_scenario(args: ScenarioArgs) -> ExitCode {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let sigil = match args.sigil.or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("sigil")))
+            .filter(|p| p.exists())
+    }) {
+        Some(p) => p,
+        None => {
+            eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("scenario {} seed {seed}", args.name.as_str());
+    let config = crate::scenario::ScenarioConfig {
+        name: args.name,
+        seed,
+        sigil,
+        dir: args.dir,
+        writes: args.writes,
+    };
+    match crate::scenario::run(&config).await {
+        Ok(report) => {
+            println!("{report}");
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("Error (seed {seed}): {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -320,5 +398,36 @@ mod tests {
         assert!(err(&["kv-read", "--bare", "--keys", "0"]).contains("--keys"));
         assert!(err(&["kv-read", "--addr", "ftp://x", "--token", "t"]).contains("--addr"));
         assert!(err(&["kv-read", "--grpc-addr", "::bad", "--token", "t"]).contains("--grpc-addr"));
+    }
+}
+
+fn check_history(file: &std::path::Path) -> ExitCode {
+    let events: Vec<crate::history::Event> = match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let result =
+        crate::linearizability::check_kv(&events, &crate::linearizability::Budget::default());
+    let took = started.elapsed();
+    match result {
+        Ok(()) => {
+            println!(
+                "linearizable: {} operations, checked in {:.3}s",
+                events.len() / 2,
+                took.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("NOT linearizable ({:.3}s): {e}", took.as_secs_f64());
+            ExitCode::from(1)
+        }
     }
 }

@@ -41,4 +41,8 @@ pub enum Error {
     /// The in-process bare servers could not start.
     #[error("cannot start the bare servers: {0}")]
     Bare(#[source] std::io::Error),
+
+    /// The multi-process fixture could not set up or control its cell.
+    #[error("fixture: {0}")]
+    Fixture(String),
 }

@@ -53,6 +53,7 @@
 
 pub mod bare;
 pub mod bench;
+pub mod cell;
 pub mod cli;
 mod error;
 pub mod history;
@@ -60,6 +61,7 @@ pub mod latency;
 pub mod linearizability;
 pub mod proxy;
 pub mod report;
+pub mod scenario;
 mod token;
 
 pub use error::Error;

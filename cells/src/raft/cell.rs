@@ -50,8 +50,8 @@ impl RaftSettings {
             node_name: node_name.to_owned(),
             cluster_addr: cluster_addr.to_owned(),
             api_addr: api_addr.to_owned(),
-            heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot_every: 20_000,
             max_staleness: Duration::from_millis(250),
             write_timeout: Duration::from_secs(5),
@@ -118,6 +118,9 @@ struct Inner {
     /// One membership change at a time: Raft refuses a change while another
     /// is in flight, so concurrent joins queue here instead of failing.
     membership_change: tokio::sync::Mutex<()>,
+    /// The last term in which this node, as leader, had applied everything
+    /// committed before its term began (see [`RaftCell::ready_to_lead`]).
+    ready_term: std::sync::atomic::AtomicU64,
 }
 
 /// A node's Raft. Cheap to clone.
@@ -155,7 +158,7 @@ impl RaftCell {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: 60_000,
-            max_payload_entries: 2000,
+            max_payload_entries: 300,
             ..Default::default()
         };
         let config = Arc::new(
@@ -184,6 +187,7 @@ impl RaftCell {
                 settings,
                 freshness: Freshness::default(),
                 membership_change: tokio::sync::Mutex::new(()),
+                ready_term: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -303,20 +307,53 @@ impl RaftCell {
         Ok(read.map_or(0, |l| l.index))
     }
 
+    /// On a leader: waits, once per term, until this node has applied every
+    /// entry committed before its term began. A new leader holds those
+    /// entries in its log but may not have applied them yet; a request that
+    /// reads state to decide what to write (the next KV version, a token's
+    /// remaining uses) must not see the state from before them, or it would
+    /// overwrite an acknowledged write. The read index of a new leader is
+    /// the index of its own first entry, which commits only after all
+    /// earlier ones (Raft §5.4.2, §8).
+    pub async fn ready_to_lead(&self) -> Result<(), CellError> {
+        use std::sync::atomic::Ordering;
+        let term = self.inner.raft.metrics().borrow().current_term;
+        if self.inner.ready_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        let timeout = self.inner.settings.write_timeout;
+        let index = tokio::time::timeout(timeout, self.read_index_as_leader())
+            .await
+            .map_err(|_| CellError::NoLeader("leadership not confirmed by a quorum".into()))?
+            .map_err(|s| CellError::NoLeader(s.message().to_owned()))?;
+        self.wait_applied(index, timeout).await?;
+        self.inner.ready_term.store(term, Ordering::Release);
+        Ok(())
+    }
+
     /// The read index, from the leader wherever this node is; then waits
     /// until this node has applied it. After this, local reads are
     /// linearizable.
     pub async fn linearize(&self) -> Result<u64, CellError> {
         let deadline = Instant::now() + self.inner.settings.write_timeout;
         loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
             let attempt = if self.is_leader() {
-                self.read_index_as_leader().await
+                // A leader without its quorum never confirms: bounded wait.
+                tokio::time::timeout(left, self.read_index_as_leader())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::unavailable("leadership not confirmed by a quorum"))
+                    })
             } else if let Some((_, leader)) = self.leader() {
                 match self.inner.peers.client(&leader.cluster_addr) {
-                    Ok(mut c) => c
-                        .read_index(pb::ReadIndexRequest {})
-                        .await
-                        .map(|r| r.into_inner().index),
+                    Ok(mut c) => {
+                        let mut req = tonic::Request::new(pb::ReadIndexRequest {});
+                        req.set_timeout(left);
+                        c.read_index(req).await.map(|r| r.into_inner().index)
+                    }
                     Err(e) => Err(Status::unavailable(e)),
                 }
             } else {
@@ -354,13 +391,22 @@ impl RaftCell {
         let deadline = Instant::now() + self.inner.settings.write_timeout;
         let encoded = encode(&cmd).map_err(|e| CellError::Raft(e.to_string()))?;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
             let attempt: Result<(CommandResult, u64), Status> = if self.is_leader() {
-                match self.inner.raft.client_write(cmd.clone()).await {
-                    Ok(r) => Ok((r.data, r.log_id.index)),
-                    Err(e) => Err(write_error(e)),
+                // A leader cut off from its quorum never commits: give up at
+                // the deadline (the entry is dropped once a new leader's log
+                // replaces it, or applied once if this node keeps leading; a
+                // retry carries the same request id).
+                match tokio::time::timeout(left, self.inner.raft.client_write(cmd.clone())).await {
+                    Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
+                    Ok(Err(e)) => Err(write_error(e)),
+                    Err(_) => Err(Status::deadline_exceeded(
+                        "the write was not committed in time; it may or may not be applied",
+                    )),
                 }
             } else if let Some((_, leader)) = self.leader() {
-                self.propose_at(&leader.cluster_addr, encoded.clone()).await
+                self.propose_at(&leader.cluster_addr, encoded.clone(), left)
+                    .await
             } else {
                 Err(Status::unavailable("no leader elected"))
             };
@@ -389,14 +435,14 @@ impl RaftCell {
         &self,
         addr: &str,
         command: Vec<u8>,
+        timeout: Duration,
     ) -> Result<(CommandResult, u64), Status> {
         let mut client = self.inner.peers.client(addr).map_err(Status::unavailable)?;
-        let reply = client
-            .propose(pb::ProposeRequest {
-                command: command.into(),
-            })
-            .await?
-            .into_inner();
+        let mut req = tonic::Request::new(pb::ProposeRequest {
+            command: command.into(),
+        });
+        req.set_timeout(timeout.max(Duration::from_millis(10)));
+        let reply = client.propose(req).await?.into_inner();
         let result: CommandResult =
             decode(&reply.result).map_err(|e| Status::internal(e.to_string()))?;
         Ok((result, reply.index))

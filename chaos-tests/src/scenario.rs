@@ -1,0 +1,758 @@
+//! `sigil-chaos scenario NAME --seed S`: real `sigil server` processes
+//! behind fault-injecting proxies ([`crate::cell`]), broken on purpose,
+//! checked by invariant checkers. Each scenario prints its seed; the seed
+//! fixes every random choice the harness makes (which keys, which operation,
+//! which node), while process scheduling stays the operating system's.
+//!
+//! - `leader-kills`: three nodes, concurrent clients doing KV v2 writes,
+//!   check-and-set writes and linearizable reads; the leader is SIGKILLed
+//!   three times (and restarted). The client history must be linearizable
+//!   (Wing & Gong search, [`crate::linearizability`]) and every acknowledged
+//!   write must be readable at its version afterwards.
+//! - `partition-leader`: the leader is cut off from both other nodes. The
+//!   majority elects a new leader and keeps taking writes; the old leader
+//!   acknowledges none; after healing it catches up to the majority's state.
+//! - `snapshot-catchup`: a follower is down while the cell takes 50,000
+//!   writes (more than the snapshot interval); restarted, it catches up
+//!   through a snapshot and serves the data.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::cell::{Cell, CellOptions};
+use crate::history::{History, Op, ReadResult, WriteResult};
+use crate::linearizability::{Budget, CheckError, check_kv};
+
+/// The scenarios `sigil-chaos scenario` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Name {
+    LeaderKills,
+    PartitionLeader,
+    SnapshotCatchup,
+}
+
+impl Name {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::LeaderKills => "leader-kills",
+            Name::PartitionLeader => "partition-leader",
+            Name::SnapshotCatchup => "snapshot-catchup",
+        }
+    }
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    pub name: Name,
+    pub seed: u64,
+    /// The `sigil` binary the nodes run.
+    pub sigil: PathBuf,
+    /// Keep the nodes' data and logs here (default: a temporary directory,
+    /// removed afterwards unless the scenario fails).
+    pub dir: Option<PathBuf>,
+    /// Writes for `snapshot-catchup`.
+    pub writes: u64,
+}
+
+/// One checked invariant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What a scenario found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub passed: bool,
+    pub checks: Vec<Check>,
+    pub figures: serde_json::Map<String, Value>,
+    /// Where the nodes' logs are (kept when a check failed).
+    pub dir: String,
+}
+
+impl Report {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.passed &= ok;
+        self.checks.push(Check {
+            name: name.to_owned(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "scenario {} (seed {}): {}",
+            self.scenario,
+            self.seed,
+            if self.passed { "PASSED" } else { "FAILED" }
+        )?;
+        for c in &self.checks {
+            writeln!(
+                f,
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
+        }
+        for (k, v) in &self.figures {
+            writeln!(f, "  {k}: {v}")?;
+        }
+        write!(f, "  nodes' data and logs: {}", self.dir)
+    }
+}
+
+/// A small, seedable generator (SplitMix64): the harness's only randomness.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// Runs one scenario.
+pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
+    let temp = tempfile::Builder::new()
+        .prefix(&format!("sigil-chaos-{}-", config.name.as_str()))
+        .tempdir()
+        .map_err(|e| Error::Fixture(e.to_string()))?;
+    let dir = config
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Fixture(e.to_string()))?;
+    let mut report = Report {
+        scenario: config.name.as_str(),
+        seed: config.seed,
+        passed: true,
+        checks: Vec::new(),
+        figures: serde_json::Map::new(),
+        dir: dir.display().to_string(),
+    };
+    let snapshot_every = match config.name {
+        Name::SnapshotCatchup => (config.writes / 5).max(100),
+        _ => 20_000,
+    };
+    let mut cell = Cell::start(CellOptions {
+        nodes: 3,
+        sigil: config.sigil.clone(),
+        dir: dir.clone(),
+        snapshot_every,
+        max_staleness_ms: 250,
+    })
+    .await?;
+    // Keep every version, so each acknowledged write can be read back.
+    let root = cell.root_token.clone();
+    let (code, body) = cell
+        .call(
+            0,
+            "POST",
+            "secret/config",
+            Some(&root),
+            &json!({ "max_versions": 1_000_000 }),
+        )
+        .await?;
+    if code != 204 && code != 200 {
+        return Err(Error::Fixture(format!("secret/config: {code} {body}")));
+    }
+    let started = Instant::now();
+    match config.name {
+        Name::LeaderKills => leader_kills(&mut cell, config.seed, &mut report).await?,
+        Name::PartitionLeader => partition_leader(&mut cell, config.seed, &mut report).await?,
+        Name::SnapshotCatchup => snapshot_catchup(&mut cell, config, &mut report).await?,
+    }
+    report
+        .figures
+        .insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+    drop(cell);
+    if report.passed && config.dir.is_none() {
+        drop(temp);
+    } else {
+        // Keep the logs of a failed run.
+        let _ = temp.keep();
+    }
+    Ok(report)
+}
+
+/// What the clients share with the controller.
+struct Shared {
+    urls: Vec<String>,
+    up: Mutex<Vec<bool>>,
+    stop: AtomicBool,
+    token: String,
+    client: reqwest::Client,
+}
+
+const KEYS: u64 = 5;
+
+/// One client: random operations on random keys on random running nodes.
+async fn client_loop(shared: Arc<Shared>, history: History, id: u64, seed: u64) {
+    let mut rng = Rng::new(seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let up: Vec<usize> = {
+            let up = shared.up.lock().unwrap_or_else(|p| p.into_inner());
+            (0..up.len()).filter(|i| up[*i]).collect()
+        };
+        if up.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        // A little think time: the scenario checks correctness under
+        // failures, not throughput, and the nodes share two cores with it.
+        tokio::time::sleep(Duration::from_millis(2 + rng.below(8))).await;
+        let node = up[rng.below(up.len() as u64) as usize];
+        let key = format!("k{}", rng.below(KEYS));
+        let url = format!("{}/v1/secret/data/{key}", shared.urls[node]);
+        n += 1;
+        let roll = rng.below(10);
+        if roll < 4 {
+            let op = history.invoke(id, Op::Read { key: key.clone() });
+            let resp = shared
+                .client
+                .get(&url)
+                .header("X-Vault-Token", &shared.token)
+                .header("X-Sigil-Consistency", "linearizable")
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().as_u16() == 404 => op.ok(ReadResult::Absent),
+                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                    Ok(b) => op.ok(ReadResult::Value {
+                        value: b["data"]["data"]["v"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        version: b["data"]["metadata"]["version"].as_u64().unwrap_or(0),
+                    }),
+                    Err(_) => op.fail(),
+                },
+                _ => op.fail(),
+            }
+        } else {
+            let value = format!("c{id}-{n}");
+            let cas = (roll >= 8).then(|| rng.below(6));
+            let op = match cas {
+                Some(v) => history.invoke(
+                    id,
+                    Op::Cas {
+                        key: key.clone(),
+                        expected_version: v,
+                        value: value.clone(),
+                    },
+                ),
+                None => history.invoke(
+                    id,
+                    Op::Write {
+                        key: key.clone(),
+                        value: value.clone(),
+                    },
+                ),
+            };
+            let mut body = json!({ "data": { "v": value } });
+            if let Some(v) = cas {
+                body["options"] = json!({ "cas": v });
+            }
+            let resp = shared
+                .client
+                .put(&url)
+                .header("X-Vault-Token", &shared.token)
+                .json(&body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                    Ok(b) => match b["data"]["version"].as_u64() {
+                        Some(version) => op.ok(WriteResult { version }),
+                        None => op.unknown(),
+                    },
+                    Err(_) => op.unknown(),
+                },
+                Ok(r) if r.status().as_u16() == 400 => {
+                    let text = r.text().await.unwrap_or_default();
+                    if cas.is_some() && text.contains("check-and-set") {
+                        op.cas_mismatch();
+                    } else {
+                        op.fail();
+                    }
+                }
+                // Refused before any node took it.
+                Err(e) if e.is_connect() => op.fail(),
+                // 503s, timeouts, connections lost mid-request: the write
+                // may or may not have been applied.
+                _ => op.unknown(),
+            }
+        }
+    }
+}
+
+fn set_up(shared: &Shared, node: usize, up: bool) {
+    shared.up.lock().unwrap_or_else(|p| p.into_inner())[node] = up;
+}
+
+async fn leader_kills(cell: &mut Cell, seed: u64, report: &mut Report) -> Result<(), Error> {
+    let mut rng = Rng::new(seed);
+    let shared = Arc::new(Shared {
+        urls: cell.nodes.iter().map(|n| n.url()).collect(),
+        up: Mutex::new(vec![true; cell.nodes.len()]),
+        stop: AtomicBool::new(false),
+        token: cell.root_token.clone(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(8))
+            .build()
+            .map_err(|e| Error::Fixture(e.to_string()))?,
+    });
+    let history = History::new();
+    let clients: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(client_loop(shared.clone(), history.clone(), id, seed)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut kills = Vec::new();
+    for round in 0..3 {
+        let all: Vec<usize> = (0..cell.nodes.len()).collect();
+        let leader = cell
+            .wait_leader(&all, None, Duration::from_secs(20))
+            .await?;
+        set_up(&shared, leader, false);
+        cell.kill(leader);
+        let killed_at = Instant::now();
+        let rest: Vec<usize> = all.iter().copied().filter(|i| *i != leader).collect();
+        let new_leader = cell
+            .wait_leader(&rest, Some(leader), Duration::from_secs(20))
+            .await?;
+        let failover = killed_at.elapsed();
+        kills.push(json!({ "round": round + 1, "killed": cell.nodes[leader].name, "new_leader": cell.nodes[new_leader].name, "failover_ms": failover.as_millis() as u64 }));
+        tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+        cell.restart(leader).await?;
+        set_up(&shared, leader, true);
+        tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let events = history.events();
+    let path = PathBuf::from(&report.dir).join("history.json");
+    let _ = history.write_json(&path);
+    let ops = events.len() / 2;
+    let acked = acknowledged_writes(&events);
+    report.figures.insert("operations".into(), json!(ops));
+    report
+        .figures
+        .insert("acknowledged_writes".into(), json!(acked.len()));
+    report.figures.insert("kills".into(), json!(kills));
+    report.check(
+        "three leader kills",
+        kills.len() == 3,
+        format!("{} kills, each followed by a new leader", kills.len()),
+    );
+    match check_kv(&events, &Budget::default()) {
+        Ok(()) => report.check(
+            "linearizable",
+            true,
+            format!(
+                "{ops} operations over {KEYS} keys; history in {}",
+                path.display()
+            ),
+        ),
+        Err(CheckError::Violation(v)) => report.check(
+            "linearizable",
+            false,
+            format!("{}; history in {}", v.explanation, path.display()),
+        ),
+        Err(e) => report.check(
+            "linearizable",
+            false,
+            format!("{e}; history in {}", path.display()),
+        ),
+    }
+    let missing = missing_writes(cell, &acked).await?;
+    report.check(
+        "every acknowledged write is present",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!(
+                "{} of {} read back at their versions",
+                acked.len(),
+                acked.len()
+            )
+        } else {
+            format!("missing: {missing:?}")
+        },
+    );
+    Ok(())
+}
+
+/// (key, version, value) of every write a client saw acknowledged.
+fn acknowledged_writes(events: &[crate::history::Event]) -> Vec<(String, u64, String)> {
+    use crate::history::{EventKind, Outcome, Output};
+    let mut invoked = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        match &e.kind {
+            EventKind::Invoke(op) => {
+                invoked.insert(e.op, op.clone());
+            }
+            EventKind::Return(Outcome::Ok(Output::Written(WriteResult { version }))) => {
+                match invoked.get(&e.op) {
+                    Some(Op::Write { key, value }) | Some(Op::Cas { key, value, .. }) => {
+                        out.push((key.clone(), *version, value.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The acknowledged writes that cannot be read back at their version.
+async fn missing_writes(
+    cell: &Cell,
+    acked: &[(String, u64, String)],
+) -> Result<Vec<String>, Error> {
+    let root = cell.root_token.clone();
+    let node = cell
+        .running()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Fixture("no node running".into()))?;
+    let mut missing = Vec::new();
+    for (key, version, value) in acked {
+        let (code, _, body) = cell
+            .call_with(
+                node,
+                "GET",
+                &format!("secret/data/{key}?version={version}"),
+                Some(&root),
+                &[("X-Sigil-Consistency", "linearizable".to_owned())],
+                &Value::Null,
+            )
+            .await?;
+        if code != 200 || body["data"]["data"]["v"].as_str() != Some(value) {
+            missing.push(format!("{key}@{version}={value} (got {code})"));
+        }
+    }
+    Ok(missing)
+}
+
+async fn partition_leader(cell: &mut Cell, seed: u64, report: &mut Report) -> Result<(), Error> {
+    let mut rng = Rng::new(seed);
+    let root = cell.root_token.clone();
+    let all: Vec<usize> = (0..cell.nodes.len()).collect();
+    let old = cell
+        .wait_leader(&all, None, Duration::from_secs(20))
+        .await?;
+    let majority: Vec<usize> = all.iter().copied().filter(|i| *i != old).collect();
+    let before = write(cell, majority[0], &root, "p", "before").await?;
+    report.check(
+        "write before the partition",
+        before.0 == 200,
+        format!("status {}", before.0),
+    );
+
+    cell.isolate(&[old]);
+    let cut = Instant::now();
+    let new = cell
+        .wait_leader(&majority, Some(old), Duration::from_secs(20))
+        .await;
+    let elected = cut.elapsed();
+    report.check(
+        "majority elects a new leader",
+        new.is_ok(),
+        match &new {
+            Ok(l) => format!(
+                "{} leads after {} ms",
+                cell.nodes[*l].name,
+                elected.as_millis()
+            ),
+            Err(e) => e.to_string(),
+        },
+    );
+    report
+        .figures
+        .insert("election_ms".into(), json!(elected.as_millis() as u64));
+    let mut majority_ok = 0;
+    for i in 0..20 {
+        let node = majority[rng.below(majority.len() as u64) as usize];
+        if write(cell, node, &root, "p", &format!("during-{i}"))
+            .await?
+            .0
+            == 200
+        {
+            majority_ok += 1;
+        }
+    }
+    report.check(
+        "majority keeps taking writes",
+        majority_ok == 20,
+        format!("{majority_ok} of 20 acknowledged"),
+    );
+    let mut minority_acked = 0;
+    let mut minority_codes = Vec::new();
+    for i in 0..3 {
+        let (code, _) = write(cell, old, &root, "p", &format!("minority-{i}"))
+            .await
+            .unwrap_or((0, Value::Null));
+        minority_codes.push(code);
+        if code == 200 {
+            minority_acked += 1;
+        }
+    }
+    report.check(
+        "the isolated old leader acknowledges no write",
+        minority_acked == 0,
+        format!("statuses {minority_codes:?}"),
+    );
+    // A bounded read on the isolated node must not serve state older than
+    // max_staleness: it refuses (503) once it has lost its quorum.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (code, _, _) = cell
+        .call_with(old, "GET", "secret/data/p", Some(&root), &[], &Value::Null)
+        .await
+        .unwrap_or((0, 0, Value::Null));
+    report.check(
+        "the isolated node stops serving bounded reads",
+        code == 503,
+        format!("status {code}"),
+    );
+
+    cell.heal();
+    let healed = Instant::now();
+    let (_, latest) = write(cell, majority[0], &root, "p", "after-heal").await?;
+    let want = latest["data"]["version"].as_u64().unwrap_or(0);
+    let mut caught_up = false;
+    while healed.elapsed() < Duration::from_secs(20) {
+        if let Ok((200, _, body)) = cell
+            .call_with(
+                old,
+                "GET",
+                "secret/data/p",
+                Some(&root),
+                &[("X-Sigil-Consistency", "linearizable".to_owned())],
+                &Value::Null,
+            )
+            .await
+        {
+            if body["data"]["metadata"]["version"].as_u64() == Some(want)
+                && body["data"]["data"]["v"] == "after-heal"
+            {
+                caught_up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report.figures.insert(
+        "catch_up_ms".into(),
+        json!(healed.elapsed().as_millis() as u64),
+    );
+    report.check(
+        "the old leader catches up after healing",
+        caught_up,
+        format!("version {want} visible on {}", cell.nodes[old].name),
+    );
+    // None of the minority's attempted writes exist anywhere.
+    let mut leaked = Vec::new();
+    for v in 1..=want {
+        let (code, _, body) = cell
+            .call_with(
+                majority[0],
+                "GET",
+                &format!("secret/data/p?version={v}"),
+                Some(&root),
+                &[],
+                &Value::Null,
+            )
+            .await?;
+        if code == 200
+            && body["data"]["data"]["v"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("minority-"))
+        {
+            leaked.push(v);
+        }
+    }
+    report.check(
+        "no write accepted by the minority survives",
+        leaked.is_empty(),
+        format!("{} versions checked", want),
+    );
+    Ok(())
+}
+
+async fn write(
+    cell: &Cell,
+    node: usize,
+    token: &str,
+    key: &str,
+    value: &str,
+) -> Result<(u16, Value), Error> {
+    cell.call(
+        node,
+        "PUT",
+        &format!("secret/data/{key}"),
+        Some(token),
+        &json!({ "data": { "v": value } }),
+    )
+    .await
+}
+
+async fn snapshot_catchup(
+    cell: &mut Cell,
+    config: &ScenarioConfig,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let root = cell.root_token.clone();
+    let all: Vec<usize> = (0..cell.nodes.len()).collect();
+    let leader = cell
+        .wait_leader(&all, None, Duration::from_secs(20))
+        .await?;
+    let down = (leader + 1) % cell.nodes.len();
+    cell.kill(down);
+    let live: Vec<usize> = all.iter().copied().filter(|i| *i != down).collect();
+    let started = Instant::now();
+    // Concurrent writers against the live nodes.
+    let writes = config.writes;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let urls: Vec<String> = live.iter().map(|i| cell.nodes[*i].url()).collect();
+    let client = cell.client().clone();
+    let tasks: Vec<_> = (0..32)
+        .map(|w| {
+            let (next, failed, urls, client, root) = (
+                next.clone(),
+                failed.clone(),
+                urls.clone(),
+                client.clone(),
+                root.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= writes {
+                        return;
+                    }
+                    let url = format!(
+                        "{}/v1/secret/data/s{}",
+                        urls[(w + n as usize) % urls.len()],
+                        n % 1000
+                    );
+                    let ok = client
+                        .put(&url)
+                        .header("X-Vault-Token", &root)
+                        .json(&json!({ "data": { "n": n } }))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let took = started.elapsed();
+    let failed = failed.load(Ordering::Relaxed);
+    report.figures.insert("writes".into(), json!(writes));
+    report.figures.insert(
+        "writes_per_sec_with_a_node_down".into(),
+        json!((writes as f64 / took.as_secs_f64()).round()),
+    );
+    report.check(
+        "writes while a node is down",
+        failed == 0,
+        format!(
+            "{} of {writes} acknowledged in {:.1}s",
+            writes - failed,
+            took.as_secs_f64()
+        ),
+    );
+
+    let restarted = Instant::now();
+    cell.restart(down).await?;
+    // The restarted node must have installed a snapshot (its log was
+    // purged on the others) and must serve the latest data.
+    let mut caught_up = false;
+    let probe = format!("s{}", (writes - 1) % 1000);
+    let (_, _, want) = cell
+        .call_with(
+            leader,
+            "GET",
+            &format!("secret/data/{probe}"),
+            Some(&root),
+            &[("X-Sigil-Consistency", "linearizable".to_owned())],
+            &Value::Null,
+        )
+        .await?;
+    while restarted.elapsed() < Duration::from_secs(120) {
+        if let Ok((200, _, body)) = cell
+            .call_with(
+                down,
+                "GET",
+                &format!("secret/data/{probe}"),
+                Some(&root),
+                &[("X-Sigil-Consistency", "linearizable".to_owned())],
+                &Value::Null,
+            )
+            .await
+        {
+            if body["data"]["metadata"]["version"] == want["data"]["metadata"]["version"] {
+                caught_up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report.figures.insert(
+        "catch_up_ms".into(),
+        json!(restarted.elapsed().as_millis() as u64),
+    );
+    report.check(
+        "the node catches up",
+        caught_up,
+        format!(
+            "{probe} at version {} on {}",
+            want["data"]["metadata"]["version"], cell.nodes[down].name
+        ),
+    );
+    let log = cell.nodes[down].log();
+    report.check(
+        "it caught up through a snapshot",
+        log.contains("snapshot installed"),
+        "its log records \"snapshot installed\"",
+    );
+    Ok(())
+}
