@@ -158,7 +158,7 @@ impl RaftCell {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout: 60_000,
-            max_payload_entries: 300,
+            max_payload_entries: 64,
             ..Default::default()
         };
         let config = Arc::new(

@@ -1,0 +1,70 @@
+//! The fault-injection scenarios against real `sigil server` processes
+//! (docs/chaos.md), with fixed seeds, as part of the test suite. Each test
+//! fails with the scenario's report (checks, seed, where the logs are).
+//!
+//! They need the `sigil` binary beside the test binaries' directory, which
+//! `cargo test --workspace` builds (sigil-cell's integration tests use it).
+
+use std::path::PathBuf;
+
+use sigil_chaos::scenario::{self, Name, ScenarioConfig};
+
+fn sigil() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/sigil
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("sigil"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// One cell at a time: three nodes per scenario already share two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run(name: Name, seed: u64, writes: u64) {
+    let _one_at_a_time = SERIAL.lock().await;
+    let config = ScenarioConfig {
+        name,
+        seed,
+        sigil: sigil(),
+        dir: None,
+        writes,
+    };
+    let report = scenario::run(&config).await.unwrap_or_else(|e| {
+        panic!(
+            "scenario {} (seed {seed}) could not run: {e}",
+            name.as_str()
+        )
+    });
+    assert!(report.passed, "{report}");
+    assert!(!report.checks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kills_keep_the_history_linearizable() {
+    run(Name::LeaderKills, 11, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_takes_no_writes_and_catches_up() {
+    run(Name::PartitionLeader, 7, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_catches_up_through_a_snapshot() {
+    // 5,000 writes here (snapshot every 1,000); the scenario's default of
+    // 50,000 runs from the command line (docs/chaos.md).
+    run(Name::SnapshotCatchup, 5, 5_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_carrying_an_index_see_the_write_despite_replication_delay() {
+    run(Name::ReadYourWrites, 3, 0).await;
+}
