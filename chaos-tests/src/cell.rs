@@ -115,6 +115,8 @@ impl Cell {
     /// node 0, initialises it (one unseal key), unseals every node, mounts
     /// KV version 2 at `secret/`, and waits until every node is a voter.
     pub async fn start(options: CellOptions) -> Result<Self, Error> {
+        // reqwest's rustls needs the process-wide provider.
+        crate::bench::install_crypto_provider();
         let n = options.nodes;
         let dir = options.dir.clone();
         let ca = dir.join("ca");
