@@ -287,10 +287,10 @@ impl Node {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(p) = pipeline {
-            if let Err(e) = p.refresh().await {
-                tracing::error!(error = %e, "refreshing replicated tables failed");
-            }
+        if let Some(p) = pipeline
+            && let Err(e) = p.refresh().await
+        {
+            tracing::error!(error = %e, "refreshing replicated tables failed");
         }
     }
 

@@ -158,13 +158,13 @@ impl Cell {
         }
         let mut links = BTreeMap::new();
         for i in 0..n {
-            for j in 0..n {
+            for (j, target) in nodes.iter().enumerate() {
                 if i != j {
                     let proxy = Proxy::start(
                         "127.0.0.1:0"
                             .parse()
                             .map_err(|_| Error::Fixture("addr".into()))?,
-                        nodes[j].cluster,
+                        target.cluster,
                     )
                     .await
                     .map_err(|e| Error::Fixture(e.to_string()))?;
@@ -325,23 +325,22 @@ impl Cell {
             if let Ok((200, s)) = self
                 .call(i, "GET", "sys/seal-status", None, &Value::Null)
                 .await
+                && s["initialized"] == true
             {
-                if s["initialized"] == true {
-                    if s["sealed"] == false {
-                        return Ok(());
-                    }
-                    let (code, body) = self
-                        .call(
-                            i,
-                            "PUT",
-                            "sys/unseal",
-                            None,
-                            &json!({ "key": self.unseal_key }),
-                        )
-                        .await?;
-                    if code == 200 && body["sealed"] == false {
-                        return Ok(());
-                    }
+                if s["sealed"] == false {
+                    return Ok(());
+                }
+                let (code, body) = self
+                    .call(
+                        i,
+                        "PUT",
+                        "sys/unseal",
+                        None,
+                        &json!({ "key": self.unseal_key }),
+                    )
+                    .await?;
+                if code == 200 && body["sealed"] == false {
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
@@ -418,10 +417,12 @@ impl Cell {
             for &i in among {
                 seen.push(self.leader_seen_by(i).await);
             }
-            if let Some(Some(l)) = seen.first() {
-                if seen.iter().all(|s| *s == Some(*l)) && Some(*l) != not && among.contains(l) {
-                    return Ok(*l);
-                }
+            if let Some(Some(l)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*l))
+                && Some(*l) != not
+                && among.contains(l)
+            {
+                return Ok(*l);
             }
             if Instant::now() > deadline {
                 return Err(Error::Fixture(format!(

@@ -342,6 +342,37 @@ fn print_progress(p: Progress<'_>) {
     }
 }
 
+fn check_history(file: &std::path::Path) -> ExitCode {
+    let events: Vec<crate::history::Event> = match std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("Error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let result =
+        crate::linearizability::check_kv(&events, &crate::linearizability::Budget::default());
+    let took = started.elapsed();
+    match result {
+        Ok(()) => {
+            println!(
+                "linearizable: {} operations, checked in {:.3}s",
+                events.len() / 2,
+                took.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("NOT linearizable ({:.3}s): {e}", took.as_secs_f64());
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,8 +384,28 @@ mod tests {
             Ok(Cli {
                 command: Command::Bench(b),
             }) => b,
+            Ok(other) => panic!("parsed as another command: {other:?}"),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn scenarios_parse_with_seed_and_bad_names_are_refused() {
+        let cli = Cli::try_parse_from(["sigil-chaos", "scenario", "leader-kills", "--seed", "9"])
+            .expect("parse");
+        match cli.command {
+            Command::Scenario(a) => {
+                assert_eq!(a.name, crate::scenario::Name::LeaderKills);
+                assert_eq!(a.seed, Some(9));
+                assert_eq!(a.writes, 50_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["sigil-chaos", "scenario", "no-such"]).is_err());
+        assert!(
+            Cli::try_parse_from(["sigil-chaos", "scenario", "leader-kills", "--seed", "x"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -398,36 +449,5 @@ mod tests {
         assert!(err(&["kv-read", "--bare", "--keys", "0"]).contains("--keys"));
         assert!(err(&["kv-read", "--addr", "ftp://x", "--token", "t"]).contains("--addr"));
         assert!(err(&["kv-read", "--grpc-addr", "::bad", "--token", "t"]).contains("--grpc-addr"));
-    }
-}
-
-fn check_history(file: &std::path::Path) -> ExitCode {
-    let events: Vec<crate::history::Event> = match std::fs::read(file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("Error: {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    let started = std::time::Instant::now();
-    let result =
-        crate::linearizability::check_kv(&events, &crate::linearizability::Budget::default());
-    let took = started.elapsed();
-    match result {
-        Ok(()) => {
-            println!(
-                "linearizable: {} operations, checked in {:.3}s",
-                events.len() / 2,
-                took.as_secs_f64()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("NOT linearizable ({:.3}s): {e}", took.as_secs_f64());
-            ExitCode::from(1)
-        }
     }
 }

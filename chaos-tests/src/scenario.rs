@@ -130,7 +130,7 @@ impl Rng {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -139,7 +139,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -568,13 +568,11 @@ async fn partition_leader(cell: &mut Cell, seed: u64, report: &mut Report) -> Re
                 &Value::Null,
             )
             .await
+            && body["data"]["metadata"]["version"].as_u64() == Some(want)
+            && body["data"]["data"]["v"] == "after-heal"
         {
-            if body["data"]["metadata"]["version"].as_u64() == Some(want)
-                && body["data"]["data"]["v"] == "after-heal"
-            {
-                caught_up = true;
-                break;
-            }
+            caught_up = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -734,11 +732,10 @@ async fn snapshot_catchup(
                 &Value::Null,
             )
             .await
+            && body["data"]["metadata"]["version"] == want["data"]["metadata"]["version"]
         {
-            if body["data"]["metadata"]["version"] == want["data"]["metadata"]["version"] {
-                caught_up = true;
-                break;
-            }
+            caught_up = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

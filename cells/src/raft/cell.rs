@@ -467,10 +467,10 @@ impl RaftCell {
     pub async fn add_member(&self, id: NodeId, node: CellNode) -> Result<StoredMembership, Status> {
         if !self.is_leader() {
             let mut s = Status::failed_precondition("not the leader");
-            if let Some((_, leader)) = self.leader() {
-                if let Ok(v) = leader.cluster_addr.parse() {
-                    s.metadata_mut().insert("x-sigil-leader", v);
-                }
+            if let Some((_, leader)) = self.leader()
+                && let Ok(v) = leader.cluster_addr.parse()
+            {
+                s.metadata_mut().insert("x-sigil-leader", v);
             }
             return Err(s);
         }
@@ -528,7 +528,7 @@ impl RaftCell {
                         return;
                     }
                     Err(e) => {
-                        if attempt % 10 == 0 {
+                        if attempt.is_multiple_of(10) {
                             tracing::warn!(through = %addr, error = %e, "cannot join the cell yet; retrying");
                         }
                     }

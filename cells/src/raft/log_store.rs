@@ -12,6 +12,10 @@
 //! covers many proposals, so throughput is not capped at one fsync per write,
 //! and openraft only counts an entry towards commit after its callback fired.
 
+// openraft's storage traits fix the error type, `StorageError`, which is
+// large; the helpers here return it as the traits do.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;

@@ -84,10 +84,10 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, CellNode
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             let mut s = Status::failed_precondition("not the leader");
-            if let Some(node) = f.leader_node {
-                if let Ok(v) = node.cluster_addr.parse() {
-                    s.metadata_mut().insert("x-sigil-leader", v);
-                }
+            if let Some(node) = f.leader_node
+                && let Ok(v) = node.cluster_addr.parse()
+            {
+                s.metadata_mut().insert("x-sigil-leader", v);
             }
             s
         }
@@ -114,12 +114,12 @@ impl Cluster for ClusterService {
         let commit = rpc.leader_commit.map_or(0, |l| l.index);
         let result = self.cell.raft().append_entries(rpc).await;
         // Only a leader this node accepted says anything about freshness.
-        if let (Some(age), Ok(resp)) = (quorum_age, &result) {
-            if resp.is_success() {
-                self.cell
-                    .freshness()
-                    .record(Duration::from_millis(age), commit);
-            }
+        if let (Some(age), Ok(resp)) = (quorum_age, &result)
+            && resp.is_success()
+        {
+            self.cell
+                .freshness()
+                .record(Duration::from_millis(age), commit);
         }
         encoded(&result)
     }
@@ -243,13 +243,13 @@ impl Cluster for ClusterService {
         // to join under must be the one the certificate carries.
         let peer = crate::cluster_pki::peer_identity(&req);
         let j = req.into_inner();
-        if let Some(peer) = peer {
-            if peer.node.as_str() != j.node_name {
-                return Err(Status::permission_denied(format!(
-                    "the caller's certificate names node {}, not {:?}",
-                    peer.node, j.node_name
-                )));
-            }
+        if let Some(peer) = peer
+            && peer.node.as_str() != j.node_name
+        {
+            return Err(Status::permission_denied(format!(
+                "the caller's certificate names node {}, not {:?}",
+                peer.node, j.node_name
+            )));
         }
         let node = CellNode {
             name: j.node_name,

@@ -15,6 +15,10 @@
 //! in-memory handle. A crash at any point leaves either the old or the new
 //! state in use, never a mix.
 
+// openraft's storage traits fix the error type, `StorageError`, which is
+// large; the helpers here return it as the traits do.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -306,10 +310,10 @@ impl StateMachine {
             .current
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((_, old, _)) = current.replace((meta, path.clone(), size)) {
-            if old != path {
-                let _ = std::fs::remove_file(old);
-            }
+        if let Some((_, old, _)) = current.replace((meta, path.clone(), size))
+            && old != path
+        {
+            let _ = std::fs::remove_file(old);
         }
         Ok(())
     }
