@@ -182,21 +182,12 @@ async fn corrupt_snapshots_are_refused_and_change_nothing() {
             .expect("write");
     }
     a.raft().trigger().snapshot().await.expect("trigger");
-    let snap = wait_for(WAIT, || {
-        let dir = tmp.path().join("a/state/snapshots");
-        std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.extension().is_some_and(|e| e == "snap")
-                    && !p.to_string_lossy().contains("incoming-")
-            })
+    // The snapshot is recorded in current.json once it is complete.
+    let (meta, snap, size): (sigil_cell::raft::SnapshotMeta, PathBuf, u64) = wait_for(WAIT, || {
+        let bytes = std::fs::read(tmp.path().join("a/state/snapshots/current.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
     })
-    .expect("snapshot file");
-    let meta_json = std::fs::read(tmp.path().join("a/state/snapshots/current.json")).expect("meta");
-    let (meta, _, size): (sigil_cell::raft::SnapshotMeta, PathBuf, u64) =
-        serde_json::from_slice(&meta_json).expect("meta json");
+    .expect("a snapshot");
     let good = std::fs::read(&snap).expect("read snapshot");
     assert_eq!(good.len() as u64, size);
 

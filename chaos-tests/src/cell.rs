@@ -260,7 +260,8 @@ impl Cell {
         Ok(cell)
     }
 
-    fn spawn(&mut self, i: usize) -> Result<(), Error> {
+    /// Starts node `i`'s process (not waiting for it).
+    pub fn spawn(&mut self, i: usize) -> Result<(), Error> {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -297,7 +298,8 @@ impl Cell {
         self.unseal(i).await
     }
 
-    async fn wait_up(&self, i: usize) -> Result<(), Error> {
+    /// Waits until node `i`'s API answers.
+    pub async fn wait_up(&self, i: usize) -> Result<(), Error> {
         let deadline = Instant::now() + STARTUP;
         loop {
             if self
@@ -314,7 +316,7 @@ impl Cell {
                     tail(&self.nodes[i].log())
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -26,11 +26,35 @@ pub enum Command {
     /// Fault injection: a real three-node cell behind proxies, broken on
     /// purpose, checked by invariant checkers (exit 1 if a check fails).
     Scenario(ScenarioArgs),
+    /// Fill a one-node cell, SIGKILL it, and time its restart to serving.
+    Restart(RestartArgs),
     /// Check a saved client history (`history.json`) for linearizability.
     CheckHistory {
         /// The history file a scenario wrote.
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// MiB of values to write before the restart.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
+    /// KiB per value.
+    #[arg(long, default_value_t = 64)]
+    pub value_kb: usize,
+    /// Concurrent writers while filling.
+    #[arg(long, default_value_t = 8)]
+    pub writers: usize,
+    /// The `sigil` binary [default: `sigil` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    pub sigil: Option<PathBuf>,
+    /// Where the node's data goes [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +265,58 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => runtime.block_on(run_bench(args)),
         Command::Scenario(args) => runtime.block_on(run_scenario(args)),
         Command::CheckHistory { file } => check_history(&file),
+        Command::Restart(args) => runtime.block_on(run_restart(args)),
+    }
+}
+
+fn sigil_beside(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("sigil")))
+            .filter(|p| p.exists())
+    })
+}
+
+async fn run_restart(args: RestartArgs) -> ExitCode {
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
+    };
+    if args.value_kb == 0 || args.writers == 0 || args.size_mb == 0 {
+        eprintln!("Error: --size-mb, --value-kb and --writers must be greater than 0");
+        return ExitCode::from(2);
+    }
+    let temp = match tempfile::Builder::new()
+        .prefix("sigil-chaos-restart-")
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = args.dir.unwrap_or_else(|| temp.path().to_path_buf());
+    let config = crate::restart::RestartConfig {
+        sigil,
+        dir,
+        size: args.size_mb << 20,
+        value_size: args.value_kb << 10,
+        writers: args.writers,
+    };
+    match crate::restart::run(&config).await {
+        Ok(report) => {
+            println!("{report}");
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

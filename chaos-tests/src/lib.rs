@@ -61,6 +61,7 @@ pub mod latency;
 pub mod linearizability;
 pub mod proxy;
 pub mod report;
+pub mod restart;
 pub mod scenario;
 mod token;
 

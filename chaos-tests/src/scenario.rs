@@ -552,6 +552,32 @@ async fn partition_leader(cell: &mut Cell, seed: u64, report: &mut Report) -> Re
         format!("status {code}"),
     );
 
+    // Now cut a follower of the new leader off too: a write sent to it
+    // cannot reach any leader and must fail within the write timeout
+    // (5 s), not hang.
+    if let Ok(new) = new {
+        let lone = majority
+            .iter()
+            .copied()
+            .find(|i| *i != new)
+            .unwrap_or(majority[0]);
+        cell.isolate(&[lone]);
+        let asked = Instant::now();
+        let (code, _) = write(cell, lone, &root, "p", "lone-follower")
+            .await
+            .unwrap_or((0, Value::Null));
+        let waited = asked.elapsed();
+        report.figures.insert(
+            "lone_follower_write_ms".into(),
+            json!(waited.as_millis() as u64),
+        );
+        report.check(
+            "a follower with no reachable leader answers 503 after a bounded wait",
+            code == 503 && waited < Duration::from_secs(9),
+            format!("status {code} after {} ms", waited.as_millis()),
+        );
+    }
+
     cell.heal();
     let healed = Instant::now();
     let (_, latest) = write(cell, majority[0], &root, "p", "after-heal").await?;
@@ -601,7 +627,7 @@ async fn partition_leader(cell: &mut Cell, seed: u64, report: &mut Report) -> Re
         if code == 200
             && body["data"]["data"]["v"]
                 .as_str()
-                .is_some_and(|s| s.starts_with("minority-"))
+                .is_some_and(|s| s.starts_with("minority-") || s == "lone-follower")
         {
             leaked.push(v);
         }
