@@ -22,6 +22,7 @@ mod operator;
 mod outcome;
 mod output;
 mod policy;
+mod raft_ops;
 mod token;
 
 use std::path::PathBuf;

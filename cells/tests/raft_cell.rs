@@ -221,6 +221,46 @@ async fn three_nodes_replicate_forward_and_survive_the_leader() {
     );
     assert_eq!(code, 403);
 
+    // The operator's view: list-peers, a bad remove-peer, step-down.
+    let sigil = |url: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(args)
+            .env("SIGIL_ADDR", url)
+            .env("SIGIL_TOKEN", &root)
+            .output()
+            .expect("run sigil")
+    };
+    let out = sigil(&urls[other], &["operator", "raft", "list-peers"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["n1", "n2", "n3"] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert_eq!(text.matches("leader").count(), 1, "{text}");
+    let out = sigil(
+        &urls[other],
+        &["operator", "raft", "remove-peer", "no-such-node"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no server"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        members(&urls[other], &root),
+        3,
+        "a refused removal changes nothing"
+    );
+    let out = sigil(&urls[other], &["operator", "raft", "step-down"]);
+    assert_eq!(out.status.code(), Some(1), "a follower cannot step down");
+    let out = sigil(&urls[leader], &["operator", "raft", "step-down"]);
+    assert!(out.status.success(), "{out:?}");
+    let stepped = {
+        let all = [&n1, &n2, &n3];
+        wait_for(WAIT, || leader_of(&all).filter(|l| *l != leader)).expect("another leader")
+    };
+    assert_ne!(stepped, leader);
+    let leader = stepped;
+
     // Stop the leader: the other two elect a new one and keep serving.
     let mut nodes = vec![Some(n1), Some(n2), Some(n3)];
     let old = nodes[leader].take().expect("leader");

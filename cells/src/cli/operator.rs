@@ -28,6 +28,11 @@ pub enum OperatorCommand {
     ClusterCa(super::cluster_certs::CaArgs),
     /// Issue a node certificate from a cell CA (offline).
     ClusterCert(super::cluster_certs::CertArgs),
+    /// The cell's Raft membership: list-peers, remove-peer, step-down.
+    Raft {
+        #[command(subcommand)]
+        command: super::raft_ops::RaftCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +201,7 @@ pub async fn run(cmd: OperatorCommand) -> ExitCode {
         OperatorCommand::GenerateRoot(a) => generate_root(a).await,
         OperatorCommand::ClusterCa(a) => super::cluster_certs::create_ca(a),
         OperatorCommand::ClusterCert(a) => super::cluster_certs::issue_cert(a),
+        OperatorCommand::Raft { command } => super::raft_ops::run(command).await,
     }
 }
 
