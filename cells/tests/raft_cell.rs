@@ -290,3 +290,71 @@ async fn three_nodes_replicate_forward_and_survive_the_leader() {
         n.shutdown().await;
     }
 }
+
+/// A node whose certificate comes from another CA, or names another cell,
+/// cannot join: the attempt fails at the TLS handshake with a reason, and the
+/// cell's membership does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_ca_or_cell_cannot_join() {
+    use sigil_cell::raft::tls::{ClusterTls, TlsSource};
+    use sigil_cell::raft::{RaftCell, RaftSettings};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = CellCa::generate(&CellId::new("test-cell").expect("cell")).expect("ca");
+    let n1 = server::start(&node_config(&tmp.path().join("n1"), "n1", &ca, None))
+        .await
+        .expect("start n1");
+    let cell = n1.node.cell().expect("cell").clone();
+    let seed = cell.node().cluster_addr.clone();
+    wait_for(WAIT, || cell.is_leader().then_some(())).expect("leader");
+
+    let intruder = |name: &str, issuer: &CellCa, cell_id: &str| {
+        let dir = tmp.path().join(name);
+        let cert = issuer
+            .issue_node(
+                &CellId::new(cell_id).expect("cell"),
+                &NodeId::new(name).expect("node"),
+                &["127.0.0.1".to_owned()],
+            )
+            .expect("issue");
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("mkdir");
+        let (cert_path, key_path) = cert.write_to(&tls).expect("write");
+        // It trusts the real cell CA, so only the cell's side refuses it.
+        std::fs::write(tls.join("ca.pem"), ca.certificate().pem()).expect("ca");
+        let source = TlsSource::Files {
+            ca: tls.join("ca.pem"),
+            cert: cert_path,
+            key: key_path,
+        };
+        (dir, source)
+    };
+    let other_ca = CellCa::generate(&CellId::new("test-cell").expect("cell")).expect("ca");
+    let other_cell_ca = CellCa::generate(&CellId::new("elsewhere").expect("cell")).expect("ca");
+    for (name, issuer, cell_id) in [
+        ("rogue", &other_ca, "test-cell"),
+        ("stranger", &other_cell_ca, "elsewhere"),
+    ] {
+        let (dir, source) = intruder(name, issuer, cell_id);
+        let tls = ClusterTls::load(&source, cell_id, name).expect("tls");
+        let settings = RaftSettings::new(name, "127.0.0.1:1", "http://127.0.0.1:1");
+        let joiner = RaftCell::open(
+            &dir.join("data"),
+            settings,
+            tls.connector().expect("connector"),
+        )
+        .await
+        .expect("open");
+        let err = joiner.try_join(&seed).await.expect_err("refused");
+        // The reason (the cell's TLS alert, or this node's own check of the
+        // cell's certificate), not just "connection closed".
+        assert!(
+            err.contains("refused this node's certificate")
+                || err.contains("peer certificate names cell"),
+            "{name}: {err}"
+        );
+        joiner.shutdown().await;
+    }
+    assert_eq!(cell.membership().membership().nodes().count(), 1);
+    n1.shutdown().await;
+}

@@ -522,7 +522,7 @@ impl RaftCell {
                 return;
             }
             for addr in addrs {
-                match self.join_through(addr).await {
+                match self.try_join(addr).await {
                     Ok(()) => {
                         tracing::info!(through = %addr, "joined the cell");
                         return;
@@ -542,7 +542,9 @@ impl RaftCell {
         }
     }
 
-    async fn join_through(&self, addr: &str) -> Result<(), String> {
+    /// One attempt to join through `addr` (following "ask the leader"
+    /// hints); the error says why the cell refused or could not be reached.
+    pub async fn try_join(&self, addr: &str) -> Result<(), String> {
         let mut target = addr.to_owned();
         // Follow at most a couple of "ask the leader" hints.
         for _ in 0..3 {
@@ -566,7 +568,14 @@ impl RaftCell {
                 }
                 Err(s) => {
                     self.inner.peers.forget(&target);
-                    return Err(format!("{}: {}", s.code(), s.message()));
+                    let mut why = describe(&s);
+                    if s.code() != tonic::Code::AlreadyExists
+                        && s.code() != tonic::Code::PermissionDenied
+                        && let Some(refused) = self.inner.peers.probe(&target).await
+                    {
+                        why = format!("{refused} ({why})");
+                    }
+                    return Err(why);
                 }
             }
         }
@@ -631,6 +640,23 @@ impl RaftCell {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// A status with its chain of causes: a refused TLS handshake shows up as
+/// an alert deep in the chain (`received fatal alert: UnknownCA`), and that
+/// is the part an operator needs.
+fn describe(s: &Status) -> String {
+    let mut text = format!("{}: {}", s.code(), s.message());
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn millis(d: Duration) -> u64 {

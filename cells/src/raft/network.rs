@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -32,6 +33,14 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 /// Makes a (lazily connecting) channel to a peer's cluster address.
 pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, String>;
+
+    /// Why the peer at `addr` refuses this node's connections, if it does.
+    /// With TLS 1.3 a server refuses a client certificate only after the
+    /// client's side of the handshake is done, so an RPC sees just a closed
+    /// connection; a probe reads the server's alert instead.
+    fn probe(&self, _addr: &str) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// Plain TCP, for tests of Raft alone on loopback. Cells use mutual TLS.
@@ -105,6 +114,13 @@ impl Peers {
         Ok(ClusterClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// Why the peer at `addr` refuses this node's connections, if it does
+    /// (see [`Connector::probe`]).
+    pub async fn probe(&self, addr: &str) -> Option<String> {
+        let addr = self.overrides.get(addr).map_or(addr, String::as_str);
+        self.connector.probe(addr).await
     }
 
     /// Drops the cached channel to `addr` (after the peer restarted with a

@@ -117,6 +117,34 @@ pub struct MtlsConnector {
 }
 
 impl Connector for MtlsConnector {
+    fn probe(
+        &self,
+        addr: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let (host, _) = addr.rsplit_once(':')?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+            let tcp = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+            let mut tls = match connector.connect(name, tcp).await {
+                Ok(t) => t,
+                Err(e) => return Some(format!("tls handshake with {addr} failed: {e}")),
+            };
+            // A server that accepted the certificate waits for the client to
+            // speak first; one that refused it sends an alert at once.
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut byte)).await {
+                Ok(Err(e)) => Some(format!("{addr} refused this node's certificate: {e}")),
+                Ok(Ok(0)) => Some(format!(
+                    "{addr} closed the connection after the tls handshake"
+                )),
+                _ => None,
+            }
+        })
+    }
+
     fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
         // The connector does TLS itself; tonic sees plain `http://`.
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
