@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, SnapshotPolicy};
 use sigil_proto::cluster::v1 as pb;
 use tokio::sync::watch;
 use tonic::Status;
@@ -255,10 +255,6 @@ impl RaftCell {
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
-    }
-
-    pub fn server_state(&self) -> ServerState {
-        self.inner.raft.metrics().borrow().state
     }
 
     pub fn applied(&self) -> Applied {

@@ -138,17 +138,6 @@ impl StateMachine {
         self.shared.changes.subscribe()
     }
 
-    /// Whether the request id was applied (and is still remembered).
-    pub fn was_applied(&self, request_id: u128) -> Result<bool, RaftStorageError> {
-        let db = self.db();
-        let cf = meta_cf(&db)?;
-        Ok(db
-            .db()
-            .get_cf(cf, req_key(request_id))
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
-            .is_some())
-    }
-
     fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>, RaftStorageError> {
         let db = self.db();
         let rdb = db.db();
