@@ -69,6 +69,9 @@ pub struct BenchConfig {
     pub workload: Workload,
     /// The Sigil node to measure; `None` measures only the bare handlers.
     pub sigil: Option<Endpoints>,
+    /// The other nodes of the same cell (`--topology`): clients are spread
+    /// over `sigil` and these, round robin; keys are set up through `sigil`.
+    pub replicas: Vec<Endpoints>,
     /// Also measure the bare handlers, for the ratio.
     pub bare: bool,
     pub transports: Vec<Transport>,
@@ -181,9 +184,19 @@ pub async fn run(
     } else {
         None
     };
-    let endpoints = |target| match target {
-        Target::Sigil => config.sigil.as_ref(),
-        Target::Bare => bare.as_ref().map(BareServers::endpoints),
+    let sigil_nodes: Vec<Endpoints> = config
+        .sigil
+        .iter()
+        .chain(&config.replicas)
+        .cloned()
+        .collect();
+    let bare_nodes: Vec<Endpoints> = bare.iter().map(|b| b.endpoints().clone()).collect();
+    let endpoints = |target| -> Option<&[Endpoints]> {
+        let nodes = match target {
+            Target::Sigil => sigil_nodes.as_slice(),
+            Target::Bare => bare_nodes.as_slice(),
+        };
+        (!nodes.is_empty()).then_some(nodes)
     };
     let spec = ClientSpec {
         mount: config.mount.clone(),
@@ -216,7 +229,7 @@ pub async fn run(
                 transport,
                 keys: config.keys,
             });
-            set_up(target, transport, endpoints, &spec).await?;
+            set_up(target, transport, &endpoints[0], &spec).await?;
         }
         for &clients in &config.clients {
             for &target in &targets {

@@ -151,6 +151,45 @@ pub struct BenchArgs {
     /// PEM CA certificate(s) to trust for https/TLS endpoints.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+
+    /// A cell's topology JSON (`sigil dev --nodes N --topology-out FILE`):
+    /// clients are spread over every node of its first cell, and its root
+    /// token is used unless --token is given. Replaces --addr/--grpc-addr.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["addr", "grpc_addr"])]
+    pub topology: Option<PathBuf>,
+}
+
+/// The nodes' endpoints and the root token of a topology file's first cell.
+pub fn read_topology(path: &std::path::Path) -> Result<(Vec<Endpoints>, Option<String>), Error> {
+    let bad = |problem: String| Error::Config {
+        key: "--topology",
+        problem,
+    };
+    let text =
+        std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let cell = &v["cells"][0];
+    let nodes = cell["nodes"]
+        .as_array()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad(format!("{}: no cells[0].nodes", path.display())))?;
+    let mut out = Vec::new();
+    for n in nodes {
+        let http = n["http_addr"].as_str().unwrap_or_default();
+        let http = reqwest::Url::parse(http)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| bad(format!("node http_addr `{http}` is not a URL")))?;
+        let grpc = grpc_uri(n["grpc_addr"].as_str().unwrap_or_default()).map_err(|_| {
+            bad(format!(
+                "node grpc_addr {} is not HOST:PORT",
+                n["grpc_addr"]
+            ))
+        })?;
+        out.push(Endpoints { http, grpc });
+    }
+    Ok((out, cell["root_token"].as_str().map(str::to_owned)))
 }
 
 const DEFAULT_ADDR: &str = "http://127.0.0.1:8200";
@@ -164,6 +203,13 @@ fn env(name: &str) -> Option<String> {
 impl BenchArgs {
     /// Resolves defaults and the environment, and parses every value.
     pub fn into_config(self) -> Result<BenchConfig, Error> {
+        let (cell_nodes, cell_token) = match &self.topology {
+            Some(path) => {
+                let (nodes, token) = read_topology(path)?;
+                (Some(nodes), token)
+            }
+            None => (None, None),
+        };
         let addr = self
             .addr
             .or_else(|| env("SIGIL_ADDR"))
@@ -172,8 +218,12 @@ impl BenchArgs {
             .token
             .or_else(|| env("SIGIL_TOKEN"))
             .or_else(|| env("VAULT_TOKEN"))
+            .or(cell_token)
             .map(Token::new);
-        let sigil = if !self.bare || addr.is_some() || self.grpc_addr.is_some() {
+        let (sigil, replicas) = if let Some(mut nodes) = cell_nodes {
+            let first = nodes.remove(0);
+            (Some(first), nodes)
+        } else if !self.bare || addr.is_some() || self.grpc_addr.is_some() {
             let http = addr.as_deref().unwrap_or(DEFAULT_ADDR);
             let http = reqwest::Url::parse(http)
                 .ok()
@@ -183,12 +233,15 @@ impl BenchArgs {
                     problem: format!("`{http}` is not an http:// or https:// URL"),
                 })?;
             let grpc = self.grpc_addr.as_deref().unwrap_or(DEFAULT_GRPC_ADDR);
-            Some(Endpoints {
-                http,
-                grpc: grpc_uri(grpc)?,
-            })
+            (
+                Some(Endpoints {
+                    http,
+                    grpc: grpc_uri(grpc)?,
+                }),
+                Vec::new(),
+            )
         } else {
-            None
+            (None, Vec::new())
         };
         let transports = match self.transport {
             TransportArg::Http => vec![Transport::Http],
@@ -205,6 +258,7 @@ impl BenchArgs {
         let config = BenchConfig {
             workload: self.workload,
             sigil,
+            replicas,
             bare: self.bare,
             transports,
             clients: self.clients,
@@ -480,6 +534,49 @@ mod tests {
         assert!(Cli::try_parse_from(["sigil-chaos", "scenario", "no-such"]).is_err());
         assert!(
             Cli::try_parse_from(["sigil-chaos", "scenario", "leader-kills", "--seed", "x"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn topology_spreads_over_every_node_and_brings_its_token() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("cell.json");
+        std::fs::write(
+            &path,
+            r#"{"cells":[{"id":"dev","root_token":"hvs.root","unseal_keys":["k"],"nodes":[
+                {"id":"node-1","http_addr":"http://127.0.0.1:8200","grpc_addr":"127.0.0.1:8201","cluster_addr":"127.0.0.1:8202","data_dir":"/d1","pid":1},
+                {"id":"node-2","http_addr":"http://127.0.0.1:8210","grpc_addr":"127.0.0.1:8211","cluster_addr":"127.0.0.1:8212","data_dir":"/d2","pid":2},
+                {"id":"node-3","http_addr":"http://127.0.0.1:8220","grpc_addr":"127.0.0.1:8221","cluster_addr":"127.0.0.1:8222","data_dir":"/d3","pid":3}]}]}"#,
+        )
+        .expect("write");
+        let topo = path.display().to_string();
+        let c = parse(&["kv-read", "--topology", &topo])
+            .into_config()
+            .expect("config");
+        let first = c.sigil.expect("first node");
+        assert_eq!(first.http.as_str(), "http://127.0.0.1:8200/");
+        assert_eq!(c.replicas.len(), 2);
+        assert_eq!(c.replicas[1].grpc, "http://127.0.0.1:8221");
+        assert_eq!(
+            c.token.map(|t| t.expose().to_owned()),
+            Some("hvs.root".to_owned())
+        );
+        // An explicit address and a topology together are refused.
+        let both = Cli::try_parse_from([
+            "sigil-chaos",
+            "bench",
+            "kv-read",
+            "--topology",
+            &topo,
+            "--addr",
+            "http://x:1",
+        ]);
+        assert!(both.is_err());
+        std::fs::write(&path, r#"{"cells":[]}"#).expect("write");
+        assert!(
+            parse(&["kv-read", "--topology", &topo])
+                .into_config()
                 .is_err()
         );
     }

@@ -31,6 +31,7 @@
 //! let config = BenchConfig {
 //!     workload: Workload::KvRead,
 //!     sigil: None,
+//!     replicas: Vec::new(),
 //!     bare: true,
 //!     transports: vec![Transport::Http, Transport::Grpc],
 //!     clients: vec![1, 16],

@@ -106,6 +106,7 @@ fn config(sigil: Option<Endpoints>) -> BenchConfig {
     BenchConfig {
         workload: Workload::KvRead,
         sigil,
+        replicas: Vec::new(),
         bare: true,
         transports: vec![Transport::Http, Transport::Grpc],
         clients: vec![1, 3],
@@ -223,9 +224,15 @@ async fn non_2xx_responses_are_counted_as_errors() {
         value: "v".to_owned(),
         ca_cert: None,
     };
-    let clients = Client::connect_many(Target::Sigil, Transport::Http, &endpoints, &spec, 2)
-        .await
-        .expect("clients");
+    let clients = Client::connect_many(
+        Target::Sigil,
+        Transport::Http,
+        std::slice::from_ref(&endpoints),
+        &spec,
+        2,
+    )
+    .await
+    .expect("clients");
     let outcome = run_level(
         clients,
         LevelPlan {

@@ -86,16 +86,19 @@ impl Client {
     }
 
     /// `count` independent clients, each with its own connection.
+    /// `count` clients, spread round robin over `endpoints` (the nodes of
+    /// a cell, or one node).
     pub async fn connect_many(
         target: Target,
         transport: Transport,
-        endpoints: &Endpoints,
+        endpoints: &[Endpoints],
         spec: &ClientSpec,
         count: usize,
     ) -> Result<Vec<Client>, Error> {
         let mut clients = Vec::with_capacity(count);
-        for _ in 0..count {
-            clients.push(Client::connect(target, transport, endpoints, spec).await?);
+        for i in 0..count {
+            let node = &endpoints[i % endpoints.len()];
+            clients.push(Client::connect(target, transport, node, spec).await?);
         }
         Ok(clients)
     }
