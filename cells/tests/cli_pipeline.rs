@@ -748,7 +748,11 @@ fn bad_input(env: &[(&str, &str)], url: &str) {
 }
 
 fn wrapping(env: &[(&str, &str)]) {
-    ok(sigil(&["kv", "put", "secret/wrapped", "pw=s3"], env));
+    // Long enough that no random token or accessor in the output contains it.
+    ok(sigil(
+        &["kv", "put", "secret/wrapped", "pw=wrapped-secret-s3"],
+        env,
+    ));
     let out = ok(sigil(&["kv", "get", "-wrap-ttl=5m", "secret/wrapped"], env));
     for row in [
         "wrapping_token:",
@@ -760,7 +764,10 @@ fn wrapping(env: &[(&str, &str)]) {
         assert!(out.lines().any(|l| l.starts_with(row)), "{row}: {out}");
     }
     assert!(out.contains("5m"), "{out}");
-    assert!(!out.contains("s3"), "the secret stays wrapped: {out}");
+    assert!(
+        !out.contains("wrapped-secret-s3"),
+        "the secret stays wrapped: {out}"
+    );
     let wrap = ok(sigil(
         &[
             "kv",
@@ -780,7 +787,7 @@ fn wrapping(env: &[(&str, &str)]) {
         ],
         env,
     ));
-    assert_eq!(v["data"]["data"]["pw"], "s3");
+    assert_eq!(v["data"]["data"]["pw"], "wrapped-secret-s3");
     let v = ok_json(sigil(
         &["token", "create", "-wrap-ttl=1m", "-format=json"],
         env,
