@@ -117,14 +117,7 @@ impl Node {
             return self.handle_here(req).await;
         };
         match self.route(cell, &req).await? {
-            Route::Here => {
-                if cell.is_leader() {
-                    cell.ready_to_lead()
-                        .await
-                        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-                }
-                self.handle_here(req).await
-            }
+            Route::Here => self.handle_here(req).await,
             Route::Leader => self.forward(cell, req).await,
         }
     }
@@ -247,17 +240,9 @@ impl Node {
 
     /// Runs a request forwarded by a follower (this node leads).
     pub async fn handle_forwarded(&self, request: &[u8]) -> (Vec<u8>, u64) {
-        let ready = match &self.cell {
-            Some(cell) => cell
-                .ready_to_lead()
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string())),
-            None => Ok(()),
-        };
-        let outcome = match (ready, serde_json::from_slice::<Request>(request)) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Ok(req)) => self.handle_here(req).await,
-            (Ok(()), Err(e)) => Err(ApiError::InvalidRequest(format!(
+        let outcome = match serde_json::from_slice::<Request>(request) {
+            Ok(req) => self.handle_here(req).await,
+            Err(e) => Err(ApiError::InvalidRequest(format!(
                 "undecodable forwarded request: {e}"
             ))),
         };
@@ -294,7 +279,17 @@ impl Node {
         }
     }
 
+    /// Runs `req` through this node's pipeline. On a leader, only once it has
+    /// applied everything committed before its term (every path that serves
+    /// here as leader comes through this one check).
     async fn handle_here(&self, req: Request) -> Result<Response, ApiError> {
+        if let Some(cell) = &self.cell
+            && cell.is_leader()
+        {
+            cell.ready_to_lead()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        }
         let result = self.pipeline().await?.handle(req).await;
         if self.seal.barrier().is_sealed() {
             // The request sealed the node: the pipeline's audit salts, token

@@ -381,17 +381,9 @@ async fn run_scenario(args: ScenarioArgs) -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let sigil = match args.sigil.or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("sigil")))
-            .filter(|p| p.exists())
-    }) {
-        Some(p) => p,
-        None => {
-            eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
-            return ExitCode::from(2);
-        }
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
     };
     eprintln!("scenario {} seed {seed}", args.name.as_str());
     let config = crate::scenario::ScenarioConfig {

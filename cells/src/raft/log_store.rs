@@ -53,11 +53,7 @@ impl LogStore {
     /// Opens (creating if needed) the log database at `path` and starts its
     /// flusher on the current runtime.
     pub fn open(path: &Path) -> Result<Self, RaftStorageError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_keep_log_file_num(4);
-        opts.set_max_log_file_size(4 << 20);
+        let opts = crate::storage::rocks::db_options();
         let cfs = vec![
             ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
             ColumnFamilyDescriptor::new(META_CF, Options::default()),

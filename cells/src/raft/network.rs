@@ -4,6 +4,10 @@
 //! TLS in a cell and over plain loopback TCP in tests that exercise Raft
 //! alone. Channels connect lazily and are cached per peer address.
 
+// openraft's `RaftNetwork` trait fixes the error type, `RPCError`, which is
+// large; the helpers here return it as the trait does.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,12 +53,22 @@ pub struct PlainConnector;
 
 impl Connector for PlainConnector {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad cluster address {addr:?}: {e}"))?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .tcp_nodelay(true);
-        Ok(endpoint.connect_lazy())
+        Ok(endpoint(addr)?.connect_lazy())
     }
+}
+
+/// The endpoint settings every cluster channel shares. The address is
+/// always `http://`: with mutual TLS the connector does the TLS itself.
+pub fn endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
+    use std::time::Duration;
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad cluster address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5)),
+    )
 }
 
 /// Cached channels to peers, shared by Raft replication and forwarding.
@@ -165,6 +179,37 @@ impl PeerNetwork {
     }
 }
 
+/// An encoded Raft message as a request with openraft's deadline.
+fn payload_request<T: serde::Serialize>(
+    rpc: &T,
+    option: &RPCOption,
+) -> RpcResult<tonic::Request<pb::RaftPayload>> {
+    let payload = encode(rpc).map_err(codec_error)?;
+    let mut req = tonic::Request::new(pb::RaftPayload {
+        payload: payload.into(),
+    });
+    req.set_timeout(option.hard_ttl());
+    Ok(req)
+}
+
+impl PeerNetwork {
+    /// The peer's encoded `Result`, as openraft's RPC result.
+    fn decode_reply<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        reply: Result<tonic::Response<pb::RaftPayload>, tonic::Status>,
+    ) -> RpcResult<T> {
+        let reply = reply.map_err(|s| status_error(&s))?.into_inner();
+        let result: Result<T, RaftError<NodeId>> = decode(&reply.payload).map_err(codec_error)?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
 fn status_error<E: std::error::Error>(
     s: &tonic::Status,
 ) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
@@ -190,28 +235,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let payload = encode(&rpc).map_err(codec_error)?;
-        let mut req = tonic::Request::new(pb::RaftPayload {
-            payload: payload.into(),
-        });
-        req.set_timeout(option.hard_ttl());
+        let mut req = payload_request(&rpc, &option)?;
         if let Some(age) = self.peers.quorum_age_ms() {
             req.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
         }
-        let reply = client
-            .append_entries(req)
-            .await
-            .map_err(|s| status_error(&s))?
-            .into_inner();
-        let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-            decode(&reply.payload).map_err(codec_error)?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        let reply = client.append_entries(req).await;
+        self.decode_reply(reply)
     }
 
     async fn vote(
@@ -220,25 +249,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let payload = encode(&rpc).map_err(codec_error)?;
-        let mut req = tonic::Request::new(pb::RaftPayload {
-            payload: payload.into(),
-        });
-        req.set_timeout(option.hard_ttl());
-        let reply = client
-            .vote(req)
-            .await
-            .map_err(|s| status_error(&s))?
-            .into_inner();
-        let result: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
-            decode(&reply.payload).map_err(codec_error)?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        let req = payload_request(&rpc, &option)?;
+        let reply = client.vote(req).await;
+        self.decode_reply(reply)
     }
 
     async fn full_snapshot(

@@ -146,13 +146,7 @@ impl Connector for MtlsConnector {
     }
 
     fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
-        // The connector does TLS itself; tonic sees plain `http://`.
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad cluster address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        Ok(endpoint.connect_with_connector_lazy(ClusterConnector::new(self.config.clone())))
+        Ok(super::network::endpoint(addr)?
+            .connect_with_connector_lazy(ClusterConnector::new(self.config.clone())))
     }
 }

@@ -24,6 +24,17 @@ pub const STATE_CF: &str = "state";
 /// id, membership, applied request ids), written atomically with the state.
 pub const SM_META_CF: &str = "sm_meta";
 
+/// Options every Sigil RocksDB opens with (state, Raft log).
+pub(crate) fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // RocksDB's info LOG files hold no values, but keep them few and small.
+    opts.set_keep_log_file_num(4);
+    opts.set_max_log_file_size(4 << 20);
+    opts
+}
+
 #[derive(Debug, Clone)]
 pub struct RocksStorage {
     db: Arc<DB>,
@@ -62,12 +73,7 @@ impl RocksStorage {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
         let path = path.as_ref().to_path_buf();
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // RocksDB's info LOG files hold no values, but keep them few and small.
-        opts.set_keep_log_file_num(4);
-        opts.set_max_log_file_size(4 << 20);
+        let opts = db_options();
         let cfs = vec![
             ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, Options::default()),
             ColumnFamilyDescriptor::new(STATE_CF, Options::default()),
