@@ -234,6 +234,37 @@ impl Barrier {
         Ok(())
     }
 
+    /// Whether the root key held in memory opens `blob`, a stored keyring
+    /// (one in a snapshot about to be restored, say).
+    pub fn opens_keyring(&self, blob: &[u8]) -> Result<bool, BarrierError> {
+        let u = self.unsealed()?;
+        Ok(Keyring::open(&u.root_key, blob).is_ok())
+    }
+
+    /// Stores the keyring held in memory if the stored one is older (a
+    /// snapshot restore brought back an earlier keyring). Nodes never go
+    /// back to an older keyring, so entries written under the newer terms,
+    /// before or during the restore, stay readable, after a restart too.
+    /// Returns whether it wrote.
+    pub async fn store_keyring_if_newer(&self) -> Result<bool, BarrierError> {
+        let _rotating = self.rotate_lock.lock().await;
+        let u = self.unsealed()?;
+        let stored = match self.storage.get(KEYRING_KEY)? {
+            Some(blob) => Keyring::open(&u.root_key, &blob)
+                .map(|k| k.active().term())
+                .ok(),
+            None => None,
+        };
+        let held = u.keyring.active().term();
+        if stored.is_some_and(|t| t >= held) {
+            return Ok(false);
+        }
+        let blob = u.keyring.seal(&u.root_key, self.config.checkpoint_every)?;
+        self.storage.put(KEYRING_KEY, &blob).await?;
+        tracing::info!(term = held, "keyring stored again after a restore");
+        Ok(true)
+    }
+
     /// Every data key, for tests that look for key material on disk.
     #[cfg(test)]
     pub(crate) fn data_keys_for_tests(&self) -> Vec<SecretBytes> {

@@ -12,6 +12,8 @@
 //! [raft]
 //! cluster_addr = "127.0.0.1:8202"          # Raft and forwarding, mutual TLS
 //! retry_join = ["10.0.1.11:8202"]          # empty: found a new cell
+//! # bootstrap = false: with no retry_join, wait to be joined
+//! # (`sys/storage/raft/join`) or to found a cell at `sys/init`
 //! # tls_ca_file / tls_cert_file / tls_key_file: the cell CA and this node's
 //! # certificate; generated under data_dir/cluster-tls when unset
 //! [seal]
@@ -143,6 +145,12 @@ pub struct RaftConfig {
     /// node founds a new cell the first time it starts.
     #[serde(default)]
     pub retry_join: Vec<String>,
+    /// With no `retry_join`: found a new cell at start (the default), or,
+    /// when false, wait until an operator joins this node to a cell
+    /// (`sys/storage/raft/join`) or initialises it (`sys/init` then founds a
+    /// one-node cell), as a Vault node on integrated storage does.
+    #[serde(default = "default_true")]
+    pub bootstrap: bool,
     /// Dial another address than a peer advertises: `{ "advertised:port" =
     /// "actual:port" }`. For networks where a peer is reached through a
     /// relay, and for fault-injection tests that put a proxy on every link.
@@ -168,6 +176,10 @@ pub struct RaftConfig {
     /// How long a write waits for a leader before failing with 503.
     #[serde(default = "default_write_timeout")]
     pub write_timeout_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_cluster() -> String {
@@ -197,6 +209,7 @@ impl Default for RaftConfig {
             cluster_addr: default_cluster(),
             advertise_addr: None,
             retry_join: Vec::new(),
+            bootstrap: true,
             dial_overrides: Default::default(),
             tls_ca_file: None,
             tls_cert_file: None,

@@ -41,6 +41,7 @@ pub fn router(node: Arc<Node>, max_body: usize) -> Router {
         .route("/v1/sys/seal-status", any(seal_status))
         .route("/v1/sys/health", any(health))
         .route("/v1/sys/leader", any(leader))
+        .route("/v1/sys/storage/raft/join", any(raft_join))
         .route("/v1/sys/rekey/init", any(|s, r| rekey_init(s, r, false)))
         .route(
             "/v1/sys/rekey/update",
@@ -92,6 +93,20 @@ async fn logical(State(st): State<AppState>, req: Request) -> Response {
         Ok((id, resp)) => render(resp, &id),
         Err(e) => error_response(&e),
     }
+}
+
+/// Streams a file back (a snapshot), holding it until the last byte is
+/// sent; the file is deleted when the stream ends or is dropped.
+fn stream_file(download: logical::Download) -> Response {
+    let path = download.path.to_path_buf();
+    let stream = crate::file_stream::read_file(path, download.path.clone());
+    let mut r = (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response();
+    if let Ok(ct) = HeaderValue::from_str(&download.content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(download.len));
+    r
 }
 
 /// Percent-decodes a URI path; malformed escapes and non-UTF-8 are errors.
@@ -185,6 +200,7 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
     r.content_type = content_type;
     r.wrap_ttl = wrap_ttl;
     r.consistency = consistency;
+    r.upload = p.upload;
     Ok(r)
 }
 
@@ -201,6 +217,9 @@ fn render(resp: logical::Response, request_id: &str) -> Response {
 }
 
 fn render_body(resp: logical::Response, request_id: &str) -> Response {
+    if let Some(download) = resp.download {
+        return stream_file(download);
+    }
     if let Some(raw) = resp.raw {
         let mut r = (StatusCode::OK, raw.body).into_response();
         if let Ok(ct) = HeaderValue::from_str(&raw.content_type) {
@@ -270,9 +289,27 @@ struct Parsed {
     caller: Caller,
     body: Value,
     query: HashMap<String, String>,
+    /// The unread body of an upload path (see [`is_upload`]).
+    upload: logical::Upload,
+}
+
+/// Paths whose body is a raw file (a snapshot to restore), handed to the
+/// handler unread and unlimited by `max_request_size`: it is read only
+/// after the request passes authentication and the sudo check.
+fn is_upload(method: &Method, path: &str) -> bool {
+    matches!(method.as_str(), "POST" | "PUT")
+        && matches!(
+            path,
+            "sys/storage/raft/snapshot" | "sys/storage/raft/snapshot-force"
+        )
 }
 
 async fn parse(state: &AppState, req: Request) -> Result<Parsed, ApiError> {
+    let upload_path = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/")
+        .is_some_and(|p| is_upload(req.method(), p));
     let (parts, body) = req.into_parts();
     let remote_addr = parts
         .extensions
@@ -286,6 +323,18 @@ async fn parse(state: &AppState, req: Request) -> Result<Parsed, ApiError> {
     } else {
         parts.method.clone()
     };
+    if upload_path {
+        return Ok(Parsed {
+            method,
+            caller: Caller {
+                token: token_from(&parts.headers),
+                remote_addr,
+            },
+            body: Value::Object(Default::default()),
+            query,
+            upload: logical::Upload::new(body),
+        });
+    }
     let bytes = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| ApiError::TooLarge)?;
@@ -309,6 +358,7 @@ async fn parse(state: &AppState, req: Request) -> Result<Parsed, ApiError> {
         },
         body,
         query,
+        upload: logical::Upload::default(),
     })
 }
 
@@ -470,6 +520,51 @@ struct InitBody {
     recovery_pgp_keys: Option<Vec<String>>,
     #[serde(default)]
     root_token_pgp_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    /// A member's cluster address (IP:PORT).
+    leader_cluster_addr: Option<String>,
+    /// Vault's field: Sigil joins over the cluster port, so this is refused
+    /// with a pointer to `leader_cluster_addr`.
+    leader_api_addr: Option<String>,
+}
+
+/// `POST sys/storage/raft/join`: unauthenticated, as in Vault. It only
+/// acts on a node that belongs to no cell yet, and the cell admits the node
+/// only if its cluster certificate was issued by the cell's CA.
+async fn raft_join(State(st): State<AppState>, req: Request) -> Response {
+    respond(
+        async {
+            let p = parse(&st, req).await?;
+            if !is_write(&p.method) {
+                return Err(ApiError::UnsupportedOperation);
+            }
+            let b: JoinBody = body_as(&p.body)?;
+            let leader = match (b.leader_cluster_addr, b.leader_api_addr) {
+                (Some(a), _) if !a.trim().is_empty() => a,
+                (_, Some(_)) => {
+                    return Err(ApiError::InvalidRequest(
+                        "Sigil nodes join over the cluster port: give leader_cluster_addr \
+                         (a member's raft.cluster_addr), not leader_api_addr"
+                            .into(),
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::InvalidRequest(
+                        "leader_cluster_addr is required".into(),
+                    ));
+                }
+            };
+            st.node
+                .join(leader.trim(), std::time::Duration::from_secs(30))
+                .await?;
+            Ok(ok(json!({ "joined": true })))
+        }
+        .await,
+    )
 }
 
 async fn init(State(st): State<AppState>, req: Request) -> Response {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod engines;
+pub mod file_stream;
 pub mod grpc;
 pub mod http;
 pub mod logical;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -122,6 +123,58 @@ pub struct Request {
     /// Media type of the body, for operations that require one (PATCH wants
     /// `application/merge-patch+json`).
     pub content_type: Option<String>,
+    /// A raw body the front end did not read (a snapshot upload): the
+    /// handler reads it only once the request is authorised. Never
+    /// forwarded: paths that take one are served where they land.
+    #[serde(skip)]
+    pub upload: Upload,
+}
+
+/// A request body handed over unread. Cloning shares it; whoever takes it
+/// first has it.
+#[derive(Clone, Default)]
+pub struct Upload(Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl Upload {
+    pub fn new(body: axum::body::Body) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    /// The body, if there is one and nobody took it yet.
+    pub fn take(&self) -> Option<axum::body::Body> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let present = self.0.lock().map(|b| b.is_some()).unwrap_or(false);
+        f.debug_tuple("Upload").field(&present).finish()
+    }
+}
+
+/// A file the front end streams back as the response body (a snapshot),
+/// deleted once the last holder drops it.
+#[derive(Clone)]
+pub struct Download {
+    pub content_type: String,
+    pub path: Arc<tempfile::TempPath>,
+    pub len: u64,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("content_type", &self.content_type)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl PartialEq for Download {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.path, &other.path)
+    }
 }
 
 /// A fresh request ID in UUID form: a random per-process prefix and a
@@ -161,6 +214,7 @@ impl Request {
             wrap_ttl: None,
             consistency: Consistency::Default,
             content_type: None,
+            upload: Upload::default(),
         }
     }
 
@@ -266,6 +320,9 @@ pub struct Response {
     /// Set by the pipeline from the mount that served the request.
     pub mount_type: String,
     pub raw: Option<RawBody>,
+    /// A file to stream as the body; only on paths served where they land.
+    #[serde(skip)]
+    pub download: Option<Download>,
     /// The log index the serving node had applied when it answered: a read
     /// that passes it back (`X-Sigil-Index`) sees at least this state.
     #[serde(default)]
@@ -311,6 +368,7 @@ impl Response {
             && self.wrap_info.is_none()
             && self.warnings.is_empty()
             && self.raw.is_none()
+            && self.download.is_none()
     }
 }
 

@@ -127,7 +127,13 @@ impl Node {
         // So are this node's own view of the cell and its seal.
         if matches!(
             req.path.as_str(),
-            "sys/seal" | "sys/step-down" | "sys/storage/raft/configuration"
+            "sys/seal"
+                | "sys/step-down"
+                | "sys/storage/raft/configuration"
+                // Snapshots stream to and from the node they reach; a
+                // restore's pieces reach the leader through the log.
+                | "sys/storage/raft/snapshot"
+                | "sys/storage/raft/snapshot-force"
         ) {
             return Ok(Route::Here);
         }
@@ -279,6 +285,19 @@ impl Node {
         }
     }
 
+    /// The cell's state was replaced by an operator's snapshot: reload the
+    /// seal material (a keyring this node's root key cannot open seals it),
+    /// and rebuild everything built from the old state.
+    pub async fn on_restored(&self) {
+        // Token caches, audit salts, lease timers and mounts all came from
+        // the old state: the next request builds a fresh pipeline.
+        self.pipeline
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.on_replicated_change().await;
+    }
+
     /// Runs `req` through this node's pipeline. On a leader, only once it has
     /// applied everything committed before its term (every path that serves
     /// here as leader comes through this one check).
@@ -414,7 +433,57 @@ impl Node {
     }
 
     pub async fn init(&self, params: InitParams) -> Result<InitOutput, ApiError> {
+        if let Some(cell) = &self.cell
+            && !cell.is_member()
+        {
+            // A node left waiting (`bootstrap = false`) founds its own cell
+            // when an operator initialises it rather than joining it.
+            if self.seal.is_initialized() {
+                return Err(seal::SealError::AlreadyInitialized.into());
+            }
+            cell.found()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            tracing::info!("founded a new cell at init");
+        }
         self.blocking(move |s| s.init(params)).await
+    }
+
+    /// `sys/storage/raft/join`: joins this node, which belongs to no cell
+    /// yet, to the cell reachable at `leader` (a member's cluster address),
+    /// retrying while the cell elects or catches it up, for up to `within`.
+    pub async fn join(&self, leader: &str, within: Duration) -> Result<(), ApiError> {
+        let cell = self.cell.as_ref().ok_or_else(|| {
+            ApiError::InvalidRequest("this node does not use raft storage".into())
+        })?;
+        if cell.is_member() {
+            return Err(ApiError::InvalidRequest(
+                "this node is already a member of a cell; remove it from that cell first".into(),
+            ));
+        }
+        if leader.parse::<SocketAddr>().is_err() {
+            return Err(ApiError::InvalidRequest(format!(
+                "leader_cluster_addr {leader:?} is not an address of the form IP:PORT"
+            )));
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match cell.try_join(leader).await {
+                Ok(()) => {
+                    tracing::info!(through = %leader, "joined the cell");
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(ApiError::Unavailable(format!(
+                        "cannot join the cell through {leader}: {e}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::debug!(through = %leader, error = %e, "join attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     pub fn seal_status(&self) -> SealStatus {

@@ -66,13 +66,135 @@ pub fn node_id_of(name: &str) -> NodeId {
     u64::from_be_bytes(id)
 }
 
-/// A state-machine command: one atomic batch with its preconditions.
+/// A state-machine command: one atomic batch with its preconditions, or a
+/// step of an operator's snapshot restore.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Identifies the proposal, so that a proposal retried after a leader
     /// change can be recognised as already applied.
     pub request_id: u128,
     pub batch: Batch,
+    /// Set (with an empty batch) for the steps of a restore.
+    pub restore: Option<RestoreStep>,
+}
+
+impl Command {
+    /// A command writing `batch`, under a fresh request id.
+    pub fn write(batch: Batch) -> Self {
+        Self {
+            request_id: random_request_id(),
+            batch,
+            restore: None,
+        }
+    }
+}
+
+/// One log entry's payload: the commands of concurrent proposals, batched
+/// by the leader (see `RaftCell`'s proposal batcher) so that one log append,
+/// and one fsync, carries many writes. Applied in order; each command has
+/// its own result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Command>);
+
+impl Proposal {
+    /// Whether this is a restore's commit step, which replaces the whole
+    /// state and so always travels alone.
+    pub fn is_restore_commit(&self) -> bool {
+        matches!(
+            self.0.as_slice(),
+            [Command {
+                restore: Some(RestoreStep::Commit { .. }),
+                ..
+            }]
+        )
+    }
+}
+
+impl Command {
+    /// Roughly how many bytes this command adds to a log entry.
+    pub fn weight(&self) -> usize {
+        let ops: usize = self
+            .batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                crate::storage::Op::Put { key, value } => key.len() + value.len(),
+                crate::storage::Op::Delete { key } => key.len(),
+            })
+            .sum();
+        let pre: usize = self
+            .batch
+            .preconditions
+            .iter()
+            .map(|(k, c)| match c {
+                crate::storage::Precondition::Equals(v) => k.len() + v.len(),
+                _ => k.len(),
+            })
+            .sum();
+        let restore = match &self.restore {
+            Some(RestoreStep::Chunk { bytes, .. }) => bytes.len(),
+            _ => 0,
+        };
+        32 + ops + pre + restore
+    }
+
+    /// Whether this is a restore's commit step.
+    pub fn is_restore_commit(&self) -> bool {
+        matches!(self.restore, Some(RestoreStep::Commit { .. }))
+    }
+}
+
+/// A snapshot restore travels through the log like any write, so every
+/// node, and every node that catches up later from the log or from a
+/// snapshot, replaces its state at the same log index with the same bytes.
+/// The packed snapshot is proposed in [`RESTORE_CHUNK`]-sized pieces, which
+/// the state machine stages in its own metadata (so a snapshot taken
+/// mid-restore carries them); the commit step checks the whole file and
+/// swaps the state in one go.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreStep {
+    /// Piece `seq` (from 0) of restore `id`.
+    Chunk { id: u128, seq: u32, bytes: Vec<u8> },
+    /// Restore `id` is complete: `chunks` pieces, `size` bytes in all.
+    Commit { id: u128, chunks: u32, size: u64 },
+}
+
+impl fmt::Debug for RestoreStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreStep::Chunk { id, seq, bytes } => f
+                .debug_struct("Chunk")
+                .field("id", &format_args!("{id:032x}"))
+                .field("seq", seq)
+                .field("len", &bytes.len())
+                .finish(),
+            RestoreStep::Commit { id, chunks, size } => f
+                .debug_struct("Commit")
+                .field("id", &format_args!("{id:032x}"))
+                .field("chunks", chunks)
+                .field("size", size)
+                .finish(),
+        }
+    }
+}
+
+/// The size of one restore piece: a full AppendEntries batch of them stays
+/// well inside the cluster port's message limit.
+pub const RESTORE_CHUNK: usize = 256 << 10;
+
+/// A fresh random proposal id.
+pub fn random_request_id() -> u128 {
+    let mut b = [0u8; 16];
+    // A failed RNG would make ids collide only with each other's zeroes;
+    // fall back to time so retries stay distinguishable.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        return now;
+    }
+    u128::from_be_bytes(b)
 }
 
 impl fmt::Debug for Command {
@@ -81,6 +203,7 @@ impl fmt::Debug for Command {
             .field("request_id", &format_args!("{:032x}", self.request_id))
             .field("ops", &self.batch.ops.len())
             .field("preconditions", &self.batch.preconditions.len())
+            .field("restore", &self.restore)
             .finish()
     }
 }
@@ -100,8 +223,8 @@ pub enum CommandResult {
 openraft::declare_raft_types!(
     /// Sigil's Raft types.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Proposal,
+        R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = CellNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -144,6 +267,7 @@ mod tests {
         let cmd = Command {
             request_id: 7,
             batch: Batch::new().put("k", "v").delete("gone"),
+            restore: None,
         };
         let bytes = encode(&cmd).expect("encode");
         assert_eq!(decode::<Command>(&bytes).expect("decode"), cmd);

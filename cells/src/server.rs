@@ -211,10 +211,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         // other nodes of the cell.
         let node = node.clone();
         let mut changes = cluster.cell.state_machine().changes();
+        let mut restores = cluster.cell.state_machine().restores();
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    biased;
+                    restored = restores.changed() => {
+                        if restored.is_err() {
+                            return;
+                        }
+                        changes.mark_unchanged();
+                        node.on_restored().await;
+                    }
                     changed = changes.changed() => {
                         if changed.is_err() {
                             return;
@@ -411,7 +420,13 @@ async fn start_cluster(
             }
         }));
     }
-    if config.raft.retry_join.is_empty() {
+    if config.raft.retry_join.is_empty() && !config.raft.bootstrap {
+        if !cell.is_member() {
+            tracing::info!(
+                "waiting to be joined to a cell (sys/storage/raft/join) or initialised (sys/init)"
+            );
+        }
+    } else if config.raft.retry_join.is_empty() {
         let mut members = std::collections::BTreeMap::new();
         members.insert(cell.id(), cell.node().clone());
         if cell.bootstrap(members).await? {

@@ -17,6 +17,17 @@ use sigil_cell::server::{self, Running};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn node_config(dir: &Path, name: &str, ca: &CellCa, join: Option<&str>) -> Config {
+    node_config_with(dir, name, ca, join, "")
+}
+
+/// `node_config`, with `raft_extra` lines added to its `[raft]` table.
+fn node_config_with(
+    dir: &Path,
+    name: &str,
+    ca: &CellCa,
+    join: Option<&str>,
+    raft_extra: &str,
+) -> Config {
     let cert = ca
         .issue_node(
             &CellId::new("test-cell").expect("cell"),
@@ -36,7 +47,7 @@ fn node_config(dir: &Path, name: &str, ca: &CellCa, join: Option<&str>) -> Confi
         "node_id = \"{name}\"\ndata_dir = {:?}\ndisable_mlock = true\n\
          [listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\
          [cell]\nid = \"test-cell\"\n\
-         [raft]\ncluster_addr = \"127.0.0.1:0\"\n{join}\
+         [raft]\ncluster_addr = \"127.0.0.1:0\"\n{join}{raft_extra}\
          tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
         dir.join("data").display().to_string(),
         ca_path.display().to_string(),
@@ -261,6 +272,122 @@ async fn three_nodes_replicate_forward_and_survive_the_leader() {
     assert_ne!(stepped, leader);
     let leader = stepped;
 
+    // Snapshot save and restore, through followers. The saved file holds
+    // only ciphertext.
+    let snap = tmp.path().join("cell.snap");
+    let follower = (leader + 1) % 3;
+    let out = sigil(
+        &urls[follower],
+        &[
+            "operator",
+            "raft",
+            "snapshot",
+            "save",
+            snap.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let saved = std::fs::read(&snap).expect("snapshot saved");
+    assert!(saved.len() > 1024, "{} bytes", saved.len());
+    assert!(
+        !saved.windows(b"hunter2".len()).any(|w| w == b"hunter2"),
+        "the snapshot holds the secret in plaintext"
+    );
+    let (code, body) = call(
+        &urls[leader],
+        "PUT",
+        "secret/data/app",
+        Some(&root),
+        r#"{"data":{"password":"changed"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let read_everywhere = |want: &str| {
+        for url in &urls {
+            let (code, _, body) = call_with_headers(
+                url,
+                "GET",
+                "secret/data/app",
+                Some(&root),
+                &[("X-Sigil-Consistency", "linearizable")],
+                "",
+            );
+            assert_eq!(code, 200, "{url}: {body}");
+            assert_eq!(body["data"]["data"]["password"], want, "{url}");
+        }
+    };
+    // A flipped byte: refused with a one-line reason, nothing changes.
+    let bad = tmp.path().join("bad.snap");
+    let mut flipped = saved.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    std::fs::write(&bad, &flipped).expect("write");
+    let out = sigil(
+        &urls[follower],
+        &[
+            "operator",
+            "raft",
+            "snapshot",
+            "restore",
+            bad.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not intact"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    read_everywhere("changed");
+    // Without sudo: refused before the body is read.
+    let (code, _) = call(
+        &urls[follower],
+        "POST",
+        "sys/storage/raft/snapshot",
+        Some(&reader),
+        "not a snapshot",
+    );
+    assert_eq!(code, 403);
+    let (code, _) = call(
+        &urls[follower],
+        "GET",
+        "sys/storage/raft/snapshot",
+        Some(&reader),
+        "",
+    );
+    assert_eq!(code, 403);
+    // The real one: every node goes back to the saved state, and keeps
+    // writing and reading under the restored keyring.
+    let out = sigil(
+        &urls[follower],
+        &[
+            "operator",
+            "raft",
+            "snapshot",
+            "restore",
+            snap.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    read_everywhere("hunter2");
+    let (code, body) = call(
+        &urls[follower],
+        "PUT",
+        "secret/data/after-restore",
+        Some(&root),
+        r#"{"data":{"k":"restored"}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    for url in &urls {
+        let (code, _, body) = call_with_headers(
+            url,
+            "GET",
+            "secret/data/after-restore",
+            Some(&root),
+            &[("X-Sigil-Consistency", "linearizable")],
+            "",
+        );
+        assert_eq!(code, 200, "{url}: {body}");
+        assert_eq!(body["data"]["data"]["k"], "restored", "{url}");
+    }
+
     // Stop the leader: the other two elect a new one and keep serving.
     let mut nodes = vec![Some(n1), Some(n2), Some(n3)];
     let old = nodes[leader].take().expect("leader");
@@ -357,4 +484,105 @@ async fn nodes_of_another_ca_or_cell_cannot_join() {
     }
     assert_eq!(cell.membership().membership().nodes().count(), 1);
     n1.shutdown().await;
+}
+
+/// A node started with `bootstrap = false` belongs to no cell: bad join
+/// requests are refused with a reason and change nothing, a join through a
+/// member's cluster address makes it a voter, and a second join is refused.
+/// Another waiting node, initialised instead, founds a cell of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_node_joins_through_the_api_or_founds_a_cell_at_init() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = CellCa::generate(&CellId::new("test-cell").expect("cell")).expect("ca");
+    let n1 = server::start(&node_config(&tmp.path().join("n1"), "n1", &ca, None))
+        .await
+        .expect("start n1");
+    let seed = n1.node.cell().expect("cell").node().cluster_addr.clone();
+    let waiting = |name: &str| {
+        node_config_with(
+            &tmp.path().join(name),
+            name,
+            &ca,
+            None,
+            "bootstrap = false\n",
+        )
+    };
+    let n2 = server::start(&waiting("n2")).await.expect("start n2");
+    let n2_url = n2.http_url();
+    assert!(!n2.node.cell().expect("cell").is_member());
+
+    for (body, want) in [
+        ("{}", "leader_cluster_addr is required"),
+        (
+            r#"{"leader_api_addr":"http://127.0.0.1:8200"}"#,
+            "leader_cluster_addr",
+        ),
+        (r#"{"leader_cluster_addr":"not-an-address"}"#, "IP:PORT"),
+        (
+            r#"{"leader_cluster_addr":"127.0.0.1:1","extra":1}"#,
+            "extra",
+        ),
+    ] {
+        let (code, err) = call(&n2_url, "POST", "sys/storage/raft/join", None, body);
+        assert_eq!(code, 400, "{body}: {err}");
+        assert!(
+            err["errors"][0].as_str().unwrap_or("").contains(want),
+            "{body}: {err}"
+        );
+    }
+    assert!(!n2.node.cell().expect("cell").is_member());
+
+    let (code, body) = call(
+        &n2_url,
+        "POST",
+        "sys/storage/raft/join",
+        None,
+        &format!(r#"{{"leader_cluster_addr":"{seed}"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["joined"], true);
+    wait_for(WAIT, || {
+        (n1.node
+            .cell()
+            .expect("cell")
+            .membership()
+            .membership()
+            .voter_ids()
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .expect("two voters");
+    let (code, err) = call(
+        &n2_url,
+        "POST",
+        "sys/storage/raft/join",
+        None,
+        &format!(r#"{{"leader_cluster_addr":"{seed}"}}"#),
+    );
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["errors"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("already a member"),
+        "{err}"
+    );
+
+    // Initialised instead of joined: a one-node cell of its own.
+    let n3 = server::start(&waiting("n3")).await.expect("start n3");
+    let (code, init) = call(
+        &n3.http_url(),
+        "PUT",
+        "sys/init",
+        None,
+        r#"{"secret_shares":1,"secret_threshold":1}"#,
+    );
+    assert_eq!(code, 200, "{init}");
+    let cell = n3.node.cell().expect("cell");
+    assert!(cell.is_member());
+    assert_eq!(cell.membership().membership().voter_ids().count(), 1);
+    for n in [n1, n2, n3] {
+        n.shutdown().await;
+    }
 }

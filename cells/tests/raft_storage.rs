@@ -3,7 +3,9 @@
 //!   secret, key or token, after real use of a node through its HTTP API;
 //! - a corrupt snapshot (one flipped byte) is refused with `DATA_LOSS` and
 //!   leaves the receiving node unchanged; the intact one installs;
-//! - a join under a name another node already holds is refused, naming it.
+//! - a join under a name another node already holds is refused, naming it;
+//! - an operator's restore replaces the state on every replica at one log
+//!   index, and a corrupt file is refused at its commit, changing nothing.
 
 mod common;
 
@@ -270,4 +272,113 @@ async fn a_name_already_taken_cannot_join() {
     assert!(err.message().contains(&b_addr), "{}", err.message());
     assert_eq!(a.membership().membership().voter_ids().count(), 2);
     a.shutdown().await;
+}
+
+/// An operator's restore goes through the log: the state goes back to the
+/// exported file at one index, later writes land on top of it, a node that
+/// joins afterwards replays the same restore from the log and ends up equal,
+/// and a file with a flipped byte is refused at its commit by every replica
+/// alike, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing() {
+    use sigil_cell::raft::CommandResult;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
+    assert!(a.found().await.expect("found"));
+    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let store = ReplicatedStorage::new(a.clone());
+    // Incompressible values, more than a restore piece in all, so a
+    // restore takes several.
+    let value = |i: u8| -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(i);
+        (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    for i in 0..40u8 {
+        store
+            .apply(Batch::new().put(format!("k{i:03}"), value(i)))
+            .await
+            .expect("write");
+    }
+    let saved = tmp.path().join("saved.snap");
+    let sm = a.state_machine().clone();
+    let out = saved.clone();
+    let (size, _) = tokio::task::spawn_blocking(move || sm.export(&out).map_err(|e| e.to_string()))
+        .await
+        .expect("join")
+        .expect("export");
+    assert!(size > 256 << 10, "{size} bytes: more than one piece");
+    store
+        .apply(
+            Batch::new()
+                .put("k000", b"newer".to_vec())
+                .put("later", b"x".to_vec()),
+        )
+        .await
+        .expect("write");
+
+    let mut restores = a.state_machine().restores();
+    let (result, index) = a.restore(&saved).await.expect("restore");
+    assert_eq!(result, CommandResult::Applied);
+    assert!(restores.has_changed().expect("watch"), "restore announced");
+    restores.mark_unchanged();
+    assert_eq!(a.applied().index(), index);
+    let db = a.state_machine().db();
+    assert_eq!(db.get(b"k000").expect("get"), Some(value(0)));
+    assert_eq!(db.get(b"k039").expect("get"), Some(value(39)));
+    assert_eq!(db.get(b"later").expect("get"), None, "later write undone");
+    store
+        .apply(Batch::new().put("after", b"y".to_vec()))
+        .await
+        .expect("write after restore");
+
+    // One flipped byte: the pieces go through, the commit is refused.
+    let mut bad = std::fs::read(&saved).expect("read");
+    let pos = bad.len() / 3;
+    bad[pos] ^= 0x01;
+    let bad_path = tmp.path().join("bad.snap");
+    std::fs::write(&bad_path, &bad).expect("write");
+    let (result, _) = a.restore(&bad_path).await.expect("proposed");
+    match result {
+        CommandResult::PreconditionFailed { key } => {
+            assert!(key.starts_with("snapshot:"), "{key}")
+        }
+        other => panic!("a corrupt restore applied: {other:?}"),
+    }
+    assert!(!restores.has_changed().expect("watch"));
+    let db = a.state_machine().db();
+    assert_eq!(db.get(b"after").expect("get"), Some(b"y".to_vec()));
+    assert_eq!(db.get(b"k000").expect("get"), Some(value(0)));
+
+    // A node joining now replays both restores from the log.
+    let (b, b_addr) = plain_cell(&tmp.path().join("b"), "b").await;
+    a.add_member(
+        node_id_of("b"),
+        CellNode {
+            name: "b".into(),
+            cluster_addr: b_addr,
+            api_addr: "http://127.0.0.1:2".into(),
+        },
+    )
+    .await
+    .expect("b joins");
+    let target = a.applied().index();
+    wait_for(WAIT, || (b.applied().index() >= target).then_some(())).expect("b catches up");
+    let bdb = b.state_machine().db();
+    for key in [&b"k000"[..], b"k017", b"later", b"after"] {
+        assert_eq!(
+            bdb.get(key).expect("get"),
+            a.state_machine().db().get(key).expect("get"),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -11,9 +11,11 @@ mod client;
 mod grpc;
 mod http;
 mod level;
+mod physical;
 mod workload;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,12 +29,14 @@ use crate::bare::BareServers;
 use crate::report::{Ratio, Report, Row};
 use crate::token::Token;
 
-/// What is measured: a Sigil node, or the in-process bare handlers.
+/// What is measured: a Sigil node, the in-process bare handlers, or raw
+/// synced RocksDB writes (the physical reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Sigil,
     Bare,
+    Rocksdb,
 }
 
 impl fmt::Display for Target {
@@ -40,6 +44,7 @@ impl fmt::Display for Target {
         f.write_str(match self {
             Target::Sigil => "sigil",
             Target::Bare => "bare",
+            Target::Rocksdb => "rocksdb",
         })
     }
 }
@@ -74,6 +79,10 @@ pub struct BenchConfig {
     pub replicas: Vec<Endpoints>,
     /// Also measure the bare handlers, for the ratio.
     pub bare: bool,
+    /// Also measure raw synced RocksDB batch writes (kv-write only), in a
+    /// fresh database under this directory (`Some(None)`: the system's
+    /// temporary directory).
+    pub rocksdb_reference: Option<Option<PathBuf>>,
     pub transports: Vec<Transport>,
     /// The client counts, one level each, in order.
     pub clients: Vec<usize>,
@@ -97,10 +106,16 @@ impl BenchConfig {
                 problem: problem.to_owned(),
             })
         };
-        if self.sigil.is_none() && !self.bare {
+        if self.sigil.is_none() && !self.bare && self.rocksdb_reference.is_none() {
             return bad(
                 "--addr",
-                "nothing to measure: give a Sigil address or --bare",
+                "nothing to measure: give a Sigil address, --bare or --rocksdb-reference",
+            );
+        }
+        if self.rocksdb_reference.is_some() && self.workload != Workload::KvWrite {
+            return bad(
+                "--rocksdb-reference",
+                "the RocksDB reference measures synced writes: use it with kv-write",
             );
         }
         if self.sigil.is_some() && self.token.is_none() {
@@ -151,10 +166,12 @@ pub enum Progress<'a> {
         transport: Transport,
         keys: usize,
     },
-    /// A level is starting.
+    /// The RocksDB reference database is open at `path`.
+    ReferenceOpened { path: &'a std::path::Path },
+    /// A level is starting (`transport` is `None` for the RocksDB reference).
     Level {
         target: Target,
-        transport: Transport,
+        transport: Option<Transport>,
         clients: usize,
     },
     /// A level ended; `first_error` is its first failure, if any.
@@ -195,6 +212,7 @@ pub async fn run(
         let nodes = match target {
             Target::Sigil => sigil_nodes.as_slice(),
             Target::Bare => bare_nodes.as_slice(),
+            Target::Rocksdb => &[],
         };
         (!nodes.is_empty()).then_some(nodes)
     };
@@ -217,9 +235,21 @@ pub async fn run(
         duration: config.duration,
     };
 
+    let reference = match &config.rocksdb_reference {
+        Some(dir) => {
+            let reference = physical::Reference::open(dir.as_deref())?;
+            progress(Progress::ReferenceOpened {
+                path: reference.path(),
+            });
+            Some(reference)
+        }
+        None => None,
+    };
+    let reference_value = physical::reference_value(config.value_size);
+
     let targets = config.targets();
     let mut rows = Vec::new();
-    for &transport in &config.transports {
+    for (pass, &transport) in config.transports.iter().enumerate() {
         for &target in &targets {
             let Some(endpoints) = endpoints(target) else {
                 continue;
@@ -238,13 +268,31 @@ pub async fn run(
                 };
                 progress(Progress::Level {
                     target,
-                    transport,
+                    transport: Some(transport),
                     clients,
                 });
                 let conns =
                     Client::connect_many(target, transport, endpoints, &spec, clients).await?;
                 let outcome = run_level(conns, plan).await;
-                let row = Row::new(target, transport, clients, &outcome);
+                let row = Row::new(target, Some(transport), clients, &outcome);
+                progress(Progress::Row {
+                    row: &row,
+                    first_error: outcome.first_error.as_deref(),
+                });
+                rows.push(row);
+            }
+            // The reference has no transport: measured once per client
+            // count, right after the first transport's rows of that count.
+            if let (Some(reference), 0) = (&reference, pass) {
+                progress(Progress::Level {
+                    target: Target::Rocksdb,
+                    transport: None,
+                    clients,
+                });
+                let outcome = reference
+                    .run_level(clients, plan, &spec.keys, &reference_value)
+                    .await;
+                let row = Row::new(Target::Rocksdb, None, clients, &outcome);
                 progress(Progress::Row {
                     row: &row,
                     first_error: outcome.first_error.as_deref(),
@@ -254,6 +302,7 @@ pub async fn run(
         }
     }
     drop(bare);
+    drop(reference);
 
     let ratios = Ratio::pair(&rows);
     Ok(Report {

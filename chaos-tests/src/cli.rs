@@ -128,6 +128,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub bare: bool,
 
+    /// kv-write only: also measure raw RocksDB batch writes with sync on, one
+    /// thread per client, in a fresh database: the physical reference for
+    /// synced writes on this disk.
+    #[arg(long)]
+    pub rocksdb_reference: bool,
+
+    /// Where the reference database is made (a temporary directory inside
+    /// it, removed afterwards); put it on the disk the nodes use [default:
+    /// the system's temporary directory].
+    #[arg(long, value_name = "DIR", requires = "rocksdb_reference")]
+    pub rocksdb_dir: Option<PathBuf>,
+
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
@@ -223,7 +235,10 @@ impl BenchArgs {
         let (sigil, replicas) = if let Some(mut nodes) = cell_nodes {
             let first = nodes.remove(0);
             (Some(first), nodes)
-        } else if !self.bare || addr.is_some() || self.grpc_addr.is_some() {
+        } else if !(self.bare || self.rocksdb_reference)
+            || addr.is_some()
+            || self.grpc_addr.is_some()
+        {
             let http = addr.as_deref().unwrap_or(DEFAULT_ADDR);
             let http = reqwest::Url::parse(http)
                 .ok()
@@ -260,6 +275,7 @@ impl BenchArgs {
             sigil,
             replicas,
             bare: self.bare,
+            rocksdb_reference: self.rocksdb_reference.then_some(self.rocksdb_dir),
             transports,
             clients: self.clients,
             duration: seconds("--duration", self.duration)?,
@@ -447,11 +463,19 @@ fn print_progress(p: Progress<'_>) {
             transport,
             keys,
         } => eprintln!("{target} {transport}: writing {keys} keys"),
+        Progress::ReferenceOpened { path } => {
+            eprintln!("rocksdb reference database: {}", path.display());
+        }
         Progress::Level {
             target,
-            transport,
+            transport: Some(transport),
             clients,
         } => eprintln!("{target} {transport}: {clients} clients"),
+        Progress::Level {
+            target,
+            transport: None,
+            clients,
+        } => eprintln!("{target}: {clients} synced writers"),
         Progress::Row { row, first_error } => {
             eprintln!(
                 "  {:.1} ops/s, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} errors",

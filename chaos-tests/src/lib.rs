@@ -33,6 +33,7 @@
 //!     sigil: None,
 //!     replicas: Vec::new(),
 //!     bare: true,
+//!     rocksdb_reference: None,
 //!     transports: vec![Transport::Http, Transport::Grpc],
 //!     clients: vec![1, 16],
 //!     duration: Duration::from_secs(5),

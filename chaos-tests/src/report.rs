@@ -27,7 +27,8 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub target: Target,
-    pub transport: Transport,
+    /// `None` (JSON `null`) for the RocksDB reference, which has no API.
+    pub transport: Option<Transport>,
     pub clients: usize,
     pub ops_per_sec: f64,
     pub p50_ms: f64,
@@ -38,7 +39,12 @@ pub struct Row {
 
 impl Row {
     /// The row for `outcome`, rounded to 0.1 op/s and 1 µs.
-    pub fn new(target: Target, transport: Transport, clients: usize, o: &LevelOutcome) -> Self {
+    pub fn new(
+        target: Target,
+        transport: Option<Transport>,
+        clients: usize,
+        o: &LevelOutcome,
+    ) -> Self {
         Self {
             target,
             transport,
@@ -69,13 +75,14 @@ impl Ratio {
         rows.iter()
             .filter(|r| r.target == Target::Sigil)
             .filter_map(|sigil| {
+                let transport = sigil.transport?;
                 let bare = rows.iter().find(|r| {
                     r.target == Target::Bare
                         && r.transport == sigil.transport
                         && r.clients == sigil.clients
                 })?;
                 Some(Ratio {
-                    transport: sigil.transport,
+                    transport,
                     clients: sigil.clients,
                     ops_ratio: (bare.ops_per_sec > 0.0)
                         .then(|| round(sigil.ops_per_sec / bare.ops_per_sec, 3)),
@@ -99,7 +106,7 @@ impl fmt::Display for Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<6} {:<9} {:<9} {:>7} {:>12} {:>9} {:>9} {:>9} {:>7}",
+            "{:<7} {:<9} {:<9} {:>7} {:>12} {:>9} {:>9} {:>9} {:>7}",
             "target",
             "transport",
             "workload",
@@ -113,9 +120,10 @@ impl fmt::Display for Report {
         for r in &self.results {
             let _ = writeln!(
                 out,
-                "{:<6} {:<9} {:<9} {:>7} {:>12.1} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+                "{:<7} {:<9} {:<9} {:>7} {:>12.1} {:>9.3} {:>9.3} {:>9.3} {:>7}",
                 r.target.to_string(),
-                r.transport.to_string(),
+                r.transport
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 self.workload.to_string(),
                 r.clients,
                 r.ops_per_sec,
@@ -132,7 +140,7 @@ impl fmt::Display for Report {
             };
             let _ = writeln!(
                 out,
-                "{:<6} {:<9} {:<9} {:>7} {:>12}   sigil ops/s / bare ops/s",
+                "{:<7} {:<9} {:<9} {:>7} {:>12}   sigil ops/s / bare ops/s",
                 "ratio",
                 r.transport.to_string(),
                 self.workload.to_string(),
@@ -150,6 +158,13 @@ impl fmt::Display for Report {
                 out,
                 "\nbare = in-process axum/tonic handlers returning fixed responses: \
                  the same client code with no Sigil behind it"
+            );
+        }
+        if self.results.iter().any(|r| r.target == Target::Rocksdb) {
+            let _ = write!(
+                out,
+                "\nrocksdb = raw RocksDB batch writes with sync on, one thread per client, \
+                 on this machine's disk: the physical reference for synced writes"
             );
         }
         f.write_str(&out)
@@ -172,7 +187,7 @@ mod tests {
     fn row(target: Target, transport: Transport, clients: usize, ops: f64) -> Row {
         Row {
             target,
-            transport,
+            transport: Some(transport),
             clients,
             ops_per_sec: ops,
             p50_ms: 0.5,
@@ -241,7 +256,7 @@ mod tests {
         assert_eq!(v["results"][1]["clients"], 4);
         assert_eq!(v["ratios"][0]["ops_ratio"], 0.25);
         let table = report.to_string();
-        assert!(table.contains("ratio  http"));
+        assert!(table.contains("ratio   http"));
         assert!(table.contains("bare = in-process"));
     }
 

@@ -102,12 +102,74 @@ fn binary_kv_write_against_bare_prints_a_json_line() {
     assert_bare_rows(&report, "kv-write");
 }
 
+#[test]
+fn binary_kv_write_with_the_rocksdb_reference_adds_a_row_per_client_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = bench_json(&[
+        "kv-write",
+        "--bare",
+        "--rocksdb-reference",
+        "--rocksdb-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--clients",
+        "1,3",
+        "--transport",
+        "http",
+        "--json",
+    ]);
+    let results = report["results"].as_array().expect("results");
+    let targets: Vec<(&str, usize)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["target"].as_str().expect("target"),
+                r["clients"].as_u64().expect("clients") as usize,
+            )
+        })
+        .collect();
+    // Back to back per client count: bare, then the reference.
+    assert_eq!(
+        targets,
+        [("bare", 1), ("rocksdb", 1), ("bare", 3), ("rocksdb", 3)]
+    );
+    for row in results.iter().filter(|r| r["target"] == "rocksdb") {
+        assert_eq!(row["transport"], Value::Null, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["ops_per_sec"].as_f64().expect("ops") > 0.0, "{row}");
+    }
+    // The reference database was made inside the directory and removed.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("read dir").count(),
+        0,
+        "the reference database is cleaned up"
+    );
+}
+
+#[test]
+fn the_rocksdb_reference_is_refused_for_reads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil-chaos"))
+        .args(["bench", "kv-read", "--bare", "--rocksdb-reference"])
+        .output()
+        .expect("run sigil-chaos");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--rocksdb-reference") && stderr.contains("kv-write"),
+        "{stderr}"
+    );
+}
+
 fn config(sigil: Option<Endpoints>) -> BenchConfig {
     BenchConfig {
         workload: Workload::KvRead,
         sigil,
         replicas: Vec::new(),
         bare: true,
+        rocksdb_reference: None,
         transports: vec![Transport::Http, Transport::Grpc],
         clients: vec![1, 3],
         duration: Duration::from_millis(300),
@@ -131,7 +193,7 @@ async fn sigil_and_bare_in_one_run_give_a_ratio_per_level() {
     let levels: Vec<_> = report
         .results
         .iter()
-        .map(|r| (r.transport, r.clients, r.target))
+        .map(|r| (r.transport.expect("a transport"), r.clients, r.target))
         .collect();
     use Target::{Bare, Sigil};
     use Transport::{Grpc, Http};

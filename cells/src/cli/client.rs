@@ -174,6 +174,76 @@ impl Client {
         self.call(list, path, None).await
     }
 
+    /// `GET path`, streaming a binary answer into `out` (a snapshot).
+    /// Returns the bytes written. Transfers are not cut off by the usual
+    /// one-minute limit: a large cell's snapshot takes longer.
+    pub async fn download(&self, path: &str, out: &std::path::Path) -> Result<u64, CallError> {
+        use tokio::io::AsyncWriteExt;
+        let resp = self
+            .raw_request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(format!("cannot reach {}: {e}", self.base)))?;
+        let mut resp = self.check(resp).await?;
+        let io = |e: std::io::Error| CallError::Transport(format!("{}: {e}", out.display()));
+        let mut file = tokio::fs::File::create(out).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            CallError::Transport(format!("the download from {} was cut off: {e}", self.base))
+        })? {
+            file.write_all(&chunk).await.map_err(io)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(written)
+    }
+
+    /// `POST path` with the file at `input` as the raw body (a snapshot).
+    pub async fn upload(&self, path: &str, input: &std::path::Path) -> Result<(), CallError> {
+        // Opened here first, so a missing file is reported as such.
+        tokio::fs::File::open(input)
+            .await
+            .map_err(|e| CallError::Transport(format!("{}: {e}", input.display())))?;
+        let body =
+            reqwest::Body::wrap_stream(crate::file_stream::read_file(input.to_path_buf(), ()));
+        let resp = self
+            .raw_request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(format!("cannot reach {}: {e}", self.base)))?;
+        self.check(resp).await.map(|_| ())
+    }
+
+    fn raw_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Request", "true")
+            .timeout(std::time::Duration::from_secs(24 * 3600));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t);
+        }
+        req
+    }
+
+    /// A 2xx answer as is; anything else as [`CallError::Http`].
+    async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, CallError> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let body = resp
+            .text()
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        Err(CallError::Http(HttpError { status, body }))
+    }
+
     /// `PATCH` with a JSON merge patch (RFC 7396).
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Option<Value>, CallError> {
         self.send(reqwest::Method::PATCH, path, Some(body), MERGE_PATCH)

@@ -1,5 +1,6 @@
-//! `sigil operator raft list-peers | remove-peer | step-down`: the cell's
-//! membership, as `vault operator raft` shows and changes it.
+//! `sigil operator raft list-peers | join | remove-peer | step-down | snapshot`:
+//! the cell's membership and state, as `vault operator raft` shows and
+//! changes them.
 
 use std::process::ExitCode;
 
@@ -14,10 +15,52 @@ use super::{ClientOpts, Format};
 pub enum RaftCommand {
     /// List the cell's members: node, address, state, voter.
     ListPeers(ClientOpts),
+    /// Join the node at the address (one started with `bootstrap = false`)
+    /// to the cell a member's cluster address leads to.
+    Join(JoinArgs),
     /// Remove a member (by node id) from the cell.
     RemovePeer(RemovePeerArgs),
     /// Make the node at the address stop leading; another is elected.
     StepDown(ClientOpts),
+    /// Save the cell's state to a file, or replace it with one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write the cell's state (barrier ciphertext, checksummed) to FILE.
+    Save(SnapshotFileArgs),
+    /// Replace the whole cell's state with the snapshot in FILE.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotFileArgs {
+    /// The snapshot file.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file.
+    file: std::path::PathBuf,
+    /// Restore even if the snapshot was sealed under another root key
+    /// (every node then seals; unseal with that snapshot's keys).
+    #[arg(long = "force", alias = "f")]
+    force: bool,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// A member's cluster address (its `raft.cluster_addr`), IP:PORT.
+    leader_cluster_addr: String,
+    #[command(flatten)]
+    opts: ClientOpts,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +74,15 @@ pub struct RemovePeerArgs {
 pub async fn run(cmd: RaftCommand) -> ExitCode {
     match cmd {
         RaftCommand::ListPeers(o) => list_peers(&o).await,
+        RaftCommand::Join(a) => {
+            write(
+                &a.opts,
+                "sys/storage/raft/join",
+                json!({ "leader_cluster_addr": a.leader_cluster_addr }),
+                "Success! Joined the cell.",
+            )
+            .await
+        }
         RaftCommand::RemovePeer(a) => {
             write(
                 &a.opts,
@@ -43,6 +95,55 @@ pub async fn run(cmd: RaftCommand) -> ExitCode {
         RaftCommand::StepDown(o) => {
             write(&o, "sys/step-down", json!({}), "Success! Stepped down.").await
         }
+        RaftCommand::Snapshot(SnapshotCommand::Save(a)) => snapshot_save(&a).await,
+        RaftCommand::Snapshot(SnapshotCommand::Restore(a)) => snapshot_restore(&a).await,
+    }
+}
+
+async fn snapshot_save(a: &SnapshotFileArgs) -> ExitCode {
+    let c = match Client::from_env(a.opts.address.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    // Written beside the target and renamed, so a failed save never leaves
+    // a partial file under the name asked for.
+    let partial = a.file.with_extension("partial");
+    match c.download("sys/storage/raft/snapshot", &partial).await {
+        Ok(bytes) => {
+            if let Err(e) = std::fs::rename(&partial, &a.file) {
+                let _ = std::fs::remove_file(&partial);
+                return fail(format!("{}: {e}", a.file.display()));
+            }
+            if a.opts.format == Format::Table {
+                println!("Snapshot saved to {} ({bytes} bytes).", a.file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            fail(e)
+        }
+    }
+}
+
+async fn snapshot_restore(a: &RestoreArgs) -> ExitCode {
+    let c = match Client::from_env(a.opts.address.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let path = if a.force {
+        "sys/storage/raft/snapshot-force"
+    } else {
+        "sys/storage/raft/snapshot"
+    };
+    match c.upload(path, &a.file).await {
+        Ok(()) => {
+            if a.opts.format == Format::Table {
+                println!("Success! Snapshot restored from {}.", a.file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

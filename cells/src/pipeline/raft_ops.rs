@@ -71,3 +71,138 @@ pub(super) async fn step_down(cell: &RaftCell) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Response::empty())
 }
+
+/// The media type of a packed snapshot.
+const SNAPSHOT_TYPE: &str = "application/vnd.sigil.snapshot";
+
+/// `GET sys/storage/raft/snapshot`: the cell's state as of now (at least
+/// every write acknowledged before the request), streamed as one packed,
+/// checksummed file. It holds barrier ciphertext only.
+pub(super) async fn snapshot_save(cell: &RaftCell) -> Result<Response, ApiError> {
+    cell.linearize()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let sm = cell.state_machine().clone();
+    let path = tempfile::TempPath::try_from_path(sm.incoming_path())
+        .map_err(|e| ApiError::Internal(format!("cannot take a snapshot: {e}")))?;
+    let out = path.to_path_buf();
+    let (len, index) = tokio::task::spawn_blocking(move || {
+        sm.export(&out)
+            .map_err(|e| ApiError::Internal(format!("cannot take a snapshot: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("snapshot task failed: {e}")))??;
+    tracing::info!(bytes = len, index, "snapshot saved by an operator");
+    Ok(Response {
+        download: Some(crate::logical::Download {
+            content_type: SNAPSHOT_TYPE.to_owned(),
+            path: std::sync::Arc::new(path),
+            len,
+        }),
+        ..Response::default()
+    })
+}
+
+/// `POST sys/storage/raft/snapshot[-force]`: replaces the cell's whole
+/// state with an uploaded snapshot. The file is checked (checksum, format,
+/// and unless `force`, that this cell's root key opens its keyring) before
+/// anything is proposed; a refused snapshot changes nothing.
+pub(super) async fn snapshot_restore(
+    cell: &RaftCell,
+    barrier: &crate::barrier::Barrier,
+    req: &Request,
+    force: bool,
+) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let body = req
+        .upload
+        .take()
+        .ok_or_else(|| ApiError::InvalidRequest("no snapshot in the request body".into()))?;
+    let io = |e: std::io::Error| ApiError::Internal(format!("cannot store the upload: {e}"));
+    let path =
+        tempfile::TempPath::try_from_path(cell.state_machine().incoming_path()).map_err(io)?;
+    let mut file = tokio::fs::File::create(&*path).await.map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let mut len: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::InvalidRequest(format!("the snapshot upload was cut off: {e}"))
+        })?;
+        len += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    if len == 0 {
+        return Err(ApiError::InvalidRequest(
+            "no snapshot in the request body".into(),
+        ));
+    }
+    let check_path = path.to_path_buf();
+    let checker = barrier.clone();
+    tokio::task::spawn_blocking(move || check_snapshot(&check_path, &checker, force))
+        .await
+        .map_err(|e| ApiError::Internal(format!("snapshot check failed: {e}")))??;
+    let (result, index) = cell
+        .restore(&path)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    match result {
+        crate::raft::CommandResult::Applied => {
+            tracing::warn!(
+                bytes = len,
+                index,
+                force,
+                "snapshot restored by an operator"
+            );
+            if !force && let Err(e) = barrier.store_keyring_if_newer().await {
+                tracing::error!(error = %e, "could not store the current keyring after the restore");
+            }
+            Ok(Response::empty())
+        }
+        crate::raft::CommandResult::PreconditionFailed { key } => Err(ApiError::Internal(format!(
+            "the restore was refused: {key}"
+        ))),
+        crate::raft::CommandResult::Duplicate => Ok(Response::empty()),
+    }
+}
+
+/// Checks an uploaded snapshot before it is proposed (blocking): intact,
+/// a Sigil state database, initialised, and (unless `force`) sealed under
+/// this cell's root key, so the cell can still read its data afterwards.
+fn check_snapshot(
+    path: &std::path::Path,
+    barrier: &crate::barrier::Barrier,
+    force: bool,
+) -> Result<(), ApiError> {
+    crate::raft::snapshot::verify(path)
+        .map_err(|e| ApiError::InvalidRequest(format!("the snapshot is not intact: {e}")))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("check-")
+        .tempdir_in(path.parent().unwrap_or(std::path::Path::new(".")))
+        .map_err(|e| ApiError::Internal(format!("cannot unpack the snapshot: {e}")))?;
+    let dest = scratch.path().join("db");
+    crate::raft::snapshot::unpack(path, &dest)
+        .map_err(|e| ApiError::InvalidRequest(format!("the snapshot cannot be unpacked: {e}")))?;
+    let db = crate::storage::RocksStorage::open(&dest).map_err(|e| {
+        ApiError::InvalidRequest(format!("the snapshot is not a Sigil state database: {e}"))
+    })?;
+    let keyring = crate::storage::Storage::get(&db, crate::barrier::KEYRING_KEY)
+        .map_err(|e| ApiError::InvalidRequest(format!("the snapshot cannot be read: {e}")))?
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "the snapshot holds no keyring: it was taken before the cell was initialised"
+                    .into(),
+            )
+        })?;
+    if !force && !barrier.opens_keyring(&keyring)? {
+        return Err(ApiError::InvalidRequest(
+            "the snapshot was sealed under a different root key than this cell's; \
+             restore it with sys/storage/raft/snapshot-force, then unseal with that \
+             snapshot's keys"
+                .into(),
+        ));
+    }
+    Ok(())
+}

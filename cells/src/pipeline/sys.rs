@@ -158,6 +158,15 @@ pub(super) async fn handle(
         ("storage", "raft/remove-peer") if write => {
             super::raft_ops::remove_peer(p.cell()?, req).await
         }
+        ("storage", "raft/snapshot") if op == Operation::Read => {
+            super::raft_ops::snapshot_save(p.cell()?).await
+        }
+        ("storage", "raft/snapshot") if write => {
+            super::raft_ops::snapshot_restore(p.cell()?, &p.barrier, req, false).await
+        }
+        ("storage", "raft/snapshot-force") if write => {
+            super::raft_ops::snapshot_restore(p.cell()?, &p.barrier, req, true).await
+        }
         ("step-down", "") if write => super::raft_ops::step_down(p.cell()?).await,
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();

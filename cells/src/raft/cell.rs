@@ -18,8 +18,8 @@ use super::network::{Connector, Peers};
 use super::service::write_error;
 use super::state_machine::{Applied, StateMachine};
 use super::{
-    CellNode, Command, CommandResult, NodeId, Raft, RaftMetrics, StoredMembership, decode, encode,
-    node_id_of,
+    CellNode, Command, CommandResult, NodeId, Proposal, Raft, RaftMetrics, StoredMembership,
+    decode, encode, node_id_of,
 };
 
 /// Tuning of a node's Raft, from the `[raft]` config section.
@@ -121,6 +121,93 @@ struct Inner {
     /// The last term in which this node, as leader, had applied everything
     /// committed before its term began (see [`RaftCell::ready_to_lead`]).
     ready_term: std::sync::atomic::AtomicU64,
+    /// Commands waiting for the proposal batcher (see [`batch_loop`]).
+    proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+/// A command waiting to be proposed, and who waits for its outcome.
+struct Pending {
+    command: Command,
+    reply: tokio::sync::oneshot::Sender<Result<(CommandResult, u64), Status>>,
+}
+
+/// Proposals in flight at once: while they are, new commands queue and go
+/// out together in the next one.
+const PROPOSALS_IN_FLIGHT: usize = 4;
+/// Most commands in one log entry.
+const MAX_BATCH_COMMANDS: usize = 1024;
+/// Most bytes (roughly) in one log entry: with `max_payload_entries` of 64,
+/// an AppendEntries stays well inside the cluster port's message limit.
+const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// The leader's proposal batcher. openraft appends each `client_write` to
+/// the log and waits for it to be durable before it takes the next one, so
+/// one write per proposal would mean one fsync per write, one after the
+/// other. Instead every command queued while earlier proposals are in
+/// flight goes out together, as one entry: one append, one fsync, one
+/// replication round, however many writes.
+async fn batch_loop(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Whatever queued while waiting for a slot joins this proposal; a
+        // restore's commit always travels alone.
+        let mut batch = vec![first];
+        let mut bytes = batch[0].command.weight();
+        if !batch[0].command.is_restore_commit() {
+            while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(p) if p.command.is_restore_commit() => {
+                        carried = Some(p);
+                        break;
+                    }
+                    Ok(p) => {
+                        bytes += p.command.weight();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            match raft.client_write(Proposal(commands)).await {
+                Ok(resp) => {
+                    let index = resp.log_id.index;
+                    let mut results = resp.data.into_iter();
+                    for reply in replies {
+                        let result = results.next().ok_or_else(|| {
+                            Status::internal("the state machine returned too few results")
+                        });
+                        let _ = reply.send(result.map(|r| (r, index)));
+                    }
+                }
+                Err(e) => {
+                    let status = write_error(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(Status::with_metadata(
+                            status.code(),
+                            status.message(),
+                            status.metadata().clone(),
+                        )));
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// A node's Raft. Cheap to clone.
@@ -177,6 +264,8 @@ impl RaftCell {
             .await
             .map_err(|e| CellError::Raft(e.to_string()))?;
         peers.set_metrics(raft.metrics());
+        let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(raft.clone(), queue));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -188,6 +277,7 @@ impl RaftCell {
                 freshness: Freshness::default(),
                 membership_change: tokio::sync::Mutex::new(()),
                 ready_term: std::sync::atomic::AtomicU64::new(0),
+                proposals,
             }),
         })
     }
@@ -243,6 +333,23 @@ impl RaftCell {
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
             Err(e) => Err(CellError::Raft(e.to_string())),
         }
+    }
+
+    /// Whether this node belongs to a cell yet (it founded or joined one).
+    pub fn is_member(&self) -> bool {
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == self.inner.id)
+    }
+
+    /// Founds a one-node cell of this node alone, unless it is a member of
+    /// a cell already. Returns whether it founded one.
+    pub async fn found(&self) -> Result<bool, CellError> {
+        let mut members = BTreeMap::new();
+        members.insert(self.inner.id, self.inner.node.clone());
+        self.bootstrap(members).await
     }
 
     pub fn is_leader(&self) -> bool {
@@ -380,10 +487,61 @@ impl RaftCell {
         &self,
         batch: crate::storage::Batch,
     ) -> Result<(CommandResult, u64), CellError> {
-        let cmd = Command {
-            request_id: random_request_id(),
-            batch,
+        self.submit(Command::write(batch)).await
+    }
+
+    /// Replaces the whole replicated state with the packed snapshot at
+    /// `path` (already checked by [`super::snapshot::verify`]): its pieces
+    /// go through the log, then a commit step that every node applies at
+    /// the same index. Returns the commit's result and log index.
+    pub async fn restore(&self, path: &Path) -> Result<(CommandResult, u64), CellError> {
+        use std::io::Read;
+        let id = super::random_request_id();
+        let mut file = std::fs::File::open(path).map_err(|e| CellError::Raft(e.to_string()))?;
+        let mut seq: u32 = 0;
+        let mut size: u64 = 0;
+        loop {
+            let mut bytes = vec![0u8; super::RESTORE_CHUNK];
+            let mut filled = 0;
+            while filled < bytes.len() {
+                match file.read(&mut bytes[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(CellError::Raft(e.to_string())),
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            bytes.truncate(filled);
+            size += filled as u64;
+            let step = super::RestoreStep::Chunk { id, seq, bytes };
+            self.submit(Command {
+                request_id: super::random_request_id(),
+                batch: crate::storage::Batch::new(),
+                restore: Some(step),
+            })
+            .await?;
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| CellError::Raft("snapshot too large to restore".into()))?;
+        }
+        let commit = super::RestoreStep::Commit {
+            id,
+            chunks: seq,
+            size,
         };
+        self.submit(Command {
+            request_id: super::random_request_id(),
+            batch: crate::storage::Batch::new(),
+            restore: Some(commit),
+        })
+        .await
+    }
+
+    /// Proposes `cmd` (see [`RaftCell::propose`]).
+    async fn submit(&self, cmd: Command) -> Result<(CommandResult, u64), CellError> {
         let deadline = Instant::now() + self.inner.settings.write_timeout;
         let encoded = encode(&cmd).map_err(|e| CellError::Raft(e.to_string()))?;
         loop {
@@ -393,9 +551,8 @@ impl RaftCell {
                 // the deadline (the entry is dropped once a new leader's log
                 // replaces it, or applied once if this node keeps leading; a
                 // retry carries the same request id).
-                match tokio::time::timeout(left, self.inner.raft.client_write(cmd.clone())).await {
-                    Ok(Ok(r)) => Ok((r.data, r.log_id.index)),
-                    Ok(Err(e)) => Err(write_error(e)),
+                match tokio::time::timeout(left, self.write_here(cmd.clone())).await {
+                    Ok(r) => r,
                     Err(_) => Err(Status::deadline_exceeded(
                         "the write was not committed in time; it may or may not be applied",
                     )),
@@ -425,6 +582,22 @@ impl RaftCell {
                 Err(s) => return Err(CellError::NoLeader(s.message().to_owned())),
             }
         }
+    }
+
+    /// On the leader: proposes `command` through the batcher and waits for
+    /// its own result and the index of the entry that carried it.
+    pub(crate) async fn write_here(
+        &self,
+        command: Command,
+    ) -> Result<(CommandResult, u64), Status> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.inner
+            .proposals
+            .send(Pending { command, reply })
+            .map_err(|_| Status::unavailable("raft stopped"))?;
+        outcome
+            .await
+            .map_err(|_| Status::unavailable("raft stopped"))?
     }
 
     async fn propose_at(
@@ -657,18 +830,4 @@ fn describe(s: &Status) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn random_request_id() -> u128 {
-    let mut b = [0u8; 16];
-    // A failed RNG would make ids collide only with each other's zeroes;
-    // fall back to time so retries stay distinguishable.
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        return now;
-    }
-    u128::from_be_bytes(b)
 }

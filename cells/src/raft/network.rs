@@ -179,6 +179,27 @@ impl PeerNetwork {
     }
 }
 
+/// Most bytes of entries (roughly) in one AppendEntries.
+const APPEND_BUDGET: usize = 256 << 10;
+
+/// How many of `entries`, from the first, fit in `budget` bytes (at least
+/// one: a single entry larger than the budget still goes, alone).
+fn entries_within(entries: &[super::Entry], budget: usize) -> usize {
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        total += match &e.payload {
+            openraft::EntryPayload::Normal(p) => {
+                p.0.iter().map(super::Command::weight).sum::<usize>()
+            }
+            _ => 64,
+        };
+        if total > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
+}
+
 /// An encoded Raft message as a request with openraft's deadline.
 fn payload_request<T: serde::Serialize>(
     rpc: &T,
@@ -215,9 +236,11 @@ fn status_error<E: std::error::Error>(
 ) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
     let err = std::io::Error::other(format!("{}: {}", s.code(), s.message()));
     match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Unreachable(Unreachable::new(&err))
-        }
+        // Only a peer that cannot be reached at all puts replication to it
+        // into backoff. A reply that missed its deadline (a follower slow to
+        // fsync under load) is retried at once: backing off would stall
+        // every write for the backoff interval.
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
         _ => RPCError::Network(NetworkError::new(&err)),
     }
 }
@@ -229,11 +252,33 @@ fn codec_error<E: std::error::Error>(
 }
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
+    /// Backoff for an unreachable peer: 50 ms, doubling to 500 ms. openraft's
+    /// default waits 500 ms from the first failure, which stalls commits for
+    /// that long whenever one follower blips.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(
+            (0..4)
+                .map(|i| std::time::Duration::from_millis(50 << i))
+                .chain(std::iter::repeat(std::time::Duration::from_millis(500))),
+        )
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        // openraft gives an AppendEntries one heartbeat to complete, and
+        // retries one that timed out with the same entries: a run of large
+        // entries (a restore's pieces) would never get through. Send at most
+        // `APPEND_BUDGET` bytes of entries at a time; openraft takes the hint
+        // and sends the rest in the next requests.
+        let fit = entries_within(&rpc.entries, APPEND_BUDGET);
+        if fit < rpc.entries.len() {
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(fit as u64),
+            ));
+        }
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let mut req = payload_request(&rpc, &option)?;
         if let Some(age) = self.peers.quorum_age_ms() {
@@ -332,5 +377,32 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Command, Entry, LogId, Proposal};
+    use crate::storage::Batch;
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(Proposal(vec![Command::write(
+                Batch::new().put("k", vec![0u8; bytes]),
+            )])),
+        }
+    }
+
+    #[test]
+    fn appends_are_cut_at_the_budget_but_never_to_nothing() {
+        let small: Vec<Entry> = (0..10).map(|i| entry(i, 100)).collect();
+        assert_eq!(entries_within(&small, 1 << 20), 10);
+        let big: Vec<Entry> = (0..10).map(|i| entry(i, 400 << 10)).collect();
+        assert_eq!(entries_within(&big, 1 << 20), 2);
+        let huge = vec![entry(0, 3 << 20), entry(1, 10)];
+        assert_eq!(entries_within(&huge, 1 << 20), 1);
+        assert_eq!(entries_within(&[], 1 << 20), 0);
     }
 }

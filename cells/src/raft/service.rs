@@ -197,16 +197,11 @@ impl Cluster for ClusterService {
         req: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeReply>, Status> {
         let cmd: Command = decode(&req.into_inner().command).map_err(bad_payload)?;
-        let resp = self
-            .cell
-            .raft()
-            .client_write(cmd)
-            .await
-            .map_err(write_error)?;
-        let result = encode(&resp.data).map_err(|e| Status::internal(e.to_string()))?;
+        let (result, index) = self.cell.write_here(cmd).await?;
+        let result = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ProposeReply {
             result: result.into(),
-            index: resp.log_id.index,
+            index,
         }))
     }
 

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotFile};
 use super::{
-    Command, CommandResult, Entry, LogId, NodeId, RaftStorageError, Snapshot, SnapshotMeta,
-    StoredMembership, TypeConfig, decode, encode,
+    Command, CommandResult, Entry, LogId, NodeId, Proposal, RaftStorageError, RestoreStep,
+    Snapshot, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
 };
 use crate::storage::rocks::{SM_META_CF, STATE_CF};
 use crate::storage::{Op, RocksStorage};
@@ -42,6 +42,8 @@ const MEMBERSHIP_KEY: &[u8] = b"membership";
 const REQ_PREFIX: &[u8] = b"req/";
 /// `reqlog/<index><id>`: the same ids in log order, so old ones can be pruned.
 const REQLOG_PREFIX: &[u8] = b"reqlog/";
+/// `restore/<id><seq>` → a staged piece of a snapshot being restored.
+const RESTORE_PREFIX: &[u8] = b"restore/";
 /// How many log entries an applied request id is remembered for.
 const REQ_RETENTION: u64 = 200_000;
 /// Prune old request ids once per this many applied entries.
@@ -74,6 +76,8 @@ struct Shared {
     /// Bumped when an applied write touched a [`WATCHED_PREFIXES`] key, or a
     /// snapshot replaced the whole state.
     changes: watch::Sender<u64>,
+    /// Bumped when an operator's snapshot restore replaced the whole state.
+    restores: watch::Sender<u64>,
     /// The latest snapshot built or installed, kept on disk.
     current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf, u64)>>,
 }
@@ -113,6 +117,7 @@ impl StateMachine {
                 db: RwLock::new(db),
                 applied: watch::channel(applied).0,
                 changes: watch::channel(0).0,
+                restores: watch::channel(0).0,
                 current: std::sync::Mutex::new(snapshot),
             }),
         })
@@ -138,7 +143,16 @@ impl StateMachine {
         self.shared.changes.subscribe()
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>, RaftStorageError> {
+    /// Watches operator restores: the state was replaced by a snapshot from
+    /// outside the log (keyrings may have gone back in time).
+    pub fn restores(&self) -> watch::Receiver<u64> {
+        self.shared.restores.subscribe()
+    }
+
+    fn apply_entries(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Vec<CommandResult>>, RaftStorageError> {
         let db = self.db();
         let rdb = db.db();
         let state = state_cf(&db)?;
@@ -151,61 +165,28 @@ impl StateMachine {
         let mut touched_watched = false;
         for entry in entries {
             applied.log_id = Some(entry.log_id);
+            let index = entry.log_id.index;
             match entry.payload {
-                EntryPayload::Blank => results.push(CommandResult::Applied),
+                EntryPayload::Blank => results.push(Vec::new()),
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                    results.push(CommandResult::Applied);
+                    results.push(Vec::new());
                 }
-                EntryPayload::Normal(Command { request_id, batch }) => {
-                    let rkey = req_key(request_id);
-                    let seen = match overlay.get(&rkey) {
-                        Some(v) => v.is_some(),
-                        None => rdb
-                            .get_cf(meta, &rkey)
-                            .map_err(|e| sm_error(ErrorVerb::Read, e))?
-                            .is_some(),
-                    };
-                    if seen {
-                        results.push(CommandResult::Duplicate);
-                        continue;
+                EntryPayload::Normal(Proposal(commands)) => {
+                    let mut out = Vec::with_capacity(commands.len());
+                    for command in commands {
+                        out.push(apply_command(
+                            rdb,
+                            state,
+                            meta,
+                            &mut wb,
+                            &mut overlay,
+                            &mut touched_watched,
+                            index,
+                            command,
+                        )?);
                     }
-                    let mut failed = None;
-                    for (key, condition) in &batch.preconditions {
-                        let current = match overlay.get(key) {
-                            Some(v) => v.clone(),
-                            None => rdb
-                                .get_cf(state, key)
-                                .map_err(|e| sm_error(ErrorVerb::Read, e))?,
-                        };
-                        if !condition.holds(current.as_deref()) {
-                            failed = Some(String::from_utf8_lossy(key).into_owned());
-                            break;
-                        }
-                    }
-                    if let Some(key) = failed {
-                        results.push(CommandResult::PreconditionFailed { key });
-                        continue;
-                    }
-                    for op in batch.ops {
-                        match op {
-                            Op::Put { key, value } => {
-                                touched_watched |= is_watched(&key);
-                                wb.put_cf(state, &key, &value);
-                                overlay.insert(key, Some(value));
-                            }
-                            Op::Delete { key } => {
-                                touched_watched |= is_watched(&key);
-                                wb.delete_cf(state, &key);
-                                overlay.insert(key, None);
-                            }
-                        }
-                    }
-                    let index = entry.log_id.index;
-                    wb.put_cf(meta, &rkey, index.to_be_bytes());
-                    wb.put_cf(meta, reqlog_key(index, request_id), b"");
-                    overlay.insert(rkey, Some(Vec::new()));
-                    results.push(CommandResult::Applied);
+                    results.push(out);
                 }
             }
         }
@@ -234,8 +215,10 @@ impl StateMachine {
         Ok(results)
     }
 
-    /// Builds a snapshot of the current state (blocking: checkpoint and pack).
-    fn build(&self) -> Result<(SnapshotMeta, PathBuf, u64), RaftStorageError> {
+    /// Takes a RocksDB checkpoint of the current state into a scratch
+    /// directory (blocking) and reads what it holds. The caller removes the
+    /// directory.
+    fn checkpoint(&self) -> Result<(PathBuf, Applied), RaftStorageError> {
         let db = self.db();
         let work = self
             .shared
@@ -245,36 +228,55 @@ impl StateMachine {
         rocksdb::checkpoint::Checkpoint::new(db.db())
             .and_then(|c| c.create_checkpoint(&work))
             .map_err(|e| snap_error(ErrorVerb::Write, e))?;
-        let result = (|| -> Result<(SnapshotMeta, PathBuf, u64), RaftStorageError> {
-            // The checkpoint's own records say exactly what it holds.
-            let copy = RocksStorage::open(&work).map_err(|e| snap_error(ErrorVerb::Read, e))?;
-            let applied = read_applied(&copy)?;
-            drop(copy);
-            let last = applied.log_id;
-            let id = match last {
-                Some(l) => format!(
-                    "{}-{}-{}",
-                    l.leader_id.term,
-                    l.index,
-                    uuid::Uuid::new_v4().simple()
-                ),
-                None => format!("0-0-{}", uuid::Uuid::new_v4().simple()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: applied.membership,
-                snapshot_id: id.clone(),
-            };
-            let path = self
-                .shared
-                .dir
-                .join(SNAPSHOT_DIR)
-                .join(format!("{id}.snap"));
-            let size = snapshot::pack(&work, &path).map_err(|e| snap_error(ErrorVerb::Write, e))?;
-            Ok((meta, path, size))
-        })();
+        // The checkpoint's own records say exactly what it holds.
+        let applied = RocksStorage::open(&work)
+            .map_err(|e| snap_error(ErrorVerb::Read, e))
+            .and_then(|copy| read_applied(&copy));
+        match applied {
+            Ok(applied) => Ok((work, applied)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                Err(e)
+            }
+        }
+    }
+
+    /// Packs the state as it is now into `out` (blocking): the file an
+    /// operator saves (`GET sys/storage/raft/snapshot`). Returns its size
+    /// and the log index it covers.
+    pub fn export(&self, out: &Path) -> Result<(u64, u64), RaftStorageError> {
+        let (work, applied) = self.checkpoint()?;
+        let packed = snapshot::pack(&work, out).map_err(|e| snap_error(ErrorVerb::Write, e));
         let _ = std::fs::remove_dir_all(&work);
-        let (meta, path, size) = result?;
+        Ok((packed?, applied.index()))
+    }
+
+    /// Builds a snapshot of the current state (blocking: checkpoint and pack).
+    fn build(&self) -> Result<(SnapshotMeta, PathBuf, u64), RaftStorageError> {
+        let (work, applied) = self.checkpoint()?;
+        let last = applied.log_id;
+        let id = match last {
+            Some(l) => format!(
+                "{}-{}-{}",
+                l.leader_id.term,
+                l.index,
+                uuid::Uuid::new_v4().simple()
+            ),
+            None => format!("0-0-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: applied.membership,
+            snapshot_id: id.clone(),
+        };
+        let path = self
+            .shared
+            .dir
+            .join(SNAPSHOT_DIR)
+            .join(format!("{id}.snap"));
+        let packed = snapshot::pack(&work, &path).map_err(|e| snap_error(ErrorVerb::Write, e));
+        let _ = std::fs::remove_dir_all(&work);
+        let size = packed?;
         self.set_current_snapshot(meta.clone(), path.clone(), size)?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = size, "snapshot built");
         Ok((meta, path, size))
@@ -349,6 +351,289 @@ impl StateMachine {
         tracing::info!(snapshot = %meta.snapshot_id, index = ?meta.last_log_id.map(|l| l.index), "snapshot installed");
         Ok(())
     }
+}
+
+/// Applies one command of an entry at `index` into `wb`, reading through
+/// `overlay` (what earlier commands of the same apply wrote).
+#[allow(clippy::too_many_arguments)]
+fn apply_command(
+    rdb: &rocksdb::DB,
+    state: &rocksdb::ColumnFamily,
+    meta: &rocksdb::ColumnFamily,
+    wb: &mut WriteBatch,
+    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    touched_watched: &mut bool,
+    index: u64,
+    command: Command,
+) -> Result<CommandResult, RaftStorageError> {
+    let Command {
+        request_id,
+        batch,
+        restore,
+    } = command;
+    let rkey = req_key(request_id);
+    let seen = match overlay.get(&rkey) {
+        Some(v) => v.is_some(),
+        None => rdb
+            .get_cf(meta, &rkey)
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+            .is_some(),
+    };
+    if seen {
+        return Ok(CommandResult::Duplicate);
+    }
+    let remember = |wb: &mut WriteBatch, overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>| {
+        wb.put_cf(meta, &rkey, index.to_be_bytes());
+        wb.put_cf(meta, reqlog_key(index, request_id), b"");
+        overlay.insert(rkey.clone(), Some(Vec::new()));
+    };
+    match restore {
+        Some(RestoreStep::Chunk { id, seq, bytes }) => {
+            wb.put_cf(meta, restore_key(id, seq), &bytes);
+            remember(wb, overlay);
+            return Ok(CommandResult::Applied);
+        }
+        // A commit travels alone and is applied by `apply_restore`; one
+        // batched with other commands is refused the same way everywhere.
+        Some(RestoreStep::Commit { .. }) => {
+            remember(wb, overlay);
+            return Ok(CommandResult::PreconditionFailed {
+                key: "snapshot: a restore commit must be its own log entry".into(),
+            });
+        }
+        None => {}
+    }
+    for (key, condition) in &batch.preconditions {
+        let current = match overlay.get(key) {
+            Some(v) => v.clone(),
+            None => rdb
+                .get_cf(state, key)
+                .map_err(|e| sm_error(ErrorVerb::Read, e))?,
+        };
+        if !condition.holds(current.as_deref()) {
+            return Ok(CommandResult::PreconditionFailed {
+                key: String::from_utf8_lossy(key).into_owned(),
+            });
+        }
+    }
+    for op in batch.ops {
+        match op {
+            Op::Put { key, value } => {
+                *touched_watched |= is_watched(&key);
+                wb.put_cf(state, &key, &value);
+                overlay.insert(key, Some(value));
+            }
+            Op::Delete { key } => {
+                *touched_watched |= is_watched(&key);
+                wb.delete_cf(state, &key);
+                overlay.insert(key, None);
+            }
+        }
+    }
+    remember(wb, overlay);
+    Ok(CommandResult::Applied)
+}
+
+impl StateMachine {
+    /// Applies a restore's commit step (blocking). Every replica reaches the
+    /// same outcome from the same staged bytes: the state is replaced, or
+    /// (a piece missing, a checksum wrong) nothing but the applied index
+    /// changes and the staged pieces are dropped.
+    fn apply_restore(&self, entry: Entry) -> Result<CommandResult, RaftStorageError> {
+        let EntryPayload::Normal(Proposal(mut commands)) = entry.payload else {
+            return Err(sm_error(ErrorVerb::Write, "not a restore commit"));
+        };
+        let Some(Command {
+            request_id,
+            restore: Some(RestoreStep::Commit { id, chunks, size }),
+            ..
+        }) = commands.pop()
+        else {
+            return Err(sm_error(ErrorVerb::Write, "not a restore commit"));
+        };
+        let mut applied = self.shared.applied.borrow().clone();
+        applied.log_id = Some(entry.log_id);
+        let db = self.db();
+        let meta = meta_cf(&db)?;
+        let rkey = req_key(request_id);
+        let seen = db
+            .db()
+            .get_cf(meta, &rkey)
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+            .is_some();
+        let outcome = if seen {
+            Err(None)
+        } else {
+            self.swap_in_restore(&db, id, chunks, size, &applied, request_id)
+                .map_err(Some)
+        };
+        match outcome {
+            Ok(()) => Ok(CommandResult::Applied),
+            Err(why) => {
+                let mut wb = WriteBatch::default();
+                let (from, to) = restore_range(id);
+                wb.delete_range_cf(meta, from, to);
+                wb.put_cf(
+                    meta,
+                    APPLIED_KEY,
+                    encode(&applied.log_id).map_err(|e| sm_error(ErrorVerb::Write, e))?,
+                );
+                let index = entry.log_id.index;
+                wb.put_cf(meta, &rkey, index.to_be_bytes());
+                wb.put_cf(meta, reqlog_key(index, request_id), b"");
+                db.db()
+                    .write(wb)
+                    .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+                self.shared.applied.send_replace(applied);
+                Ok(match why {
+                    None => CommandResult::Duplicate,
+                    Some(why) => {
+                        tracing::error!(error = %why, "snapshot restore refused; the state is unchanged");
+                        CommandResult::PreconditionFailed {
+                            key: format!("snapshot: {why}"),
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    /// Assembles restore `id`'s pieces, checks them, and switches the state
+    /// to the snapshot they make, recording `applied` (this cell's log id
+    /// and membership, not the snapshot's) in it first.
+    fn swap_in_restore(
+        &self,
+        db: &RocksStorage,
+        id: u128,
+        chunks: u32,
+        size: u64,
+        applied: &Applied,
+        request_id: u128,
+    ) -> Result<(), String> {
+        use std::io::Write;
+        let file = self
+            .shared
+            .dir
+            .join(SNAPSHOT_DIR)
+            .join(format!("restore-{id:032x}.snap"));
+        let name = format!("db-{}", uuid::Uuid::new_v4().simple());
+        let dest = self.shared.dir.join(&name);
+        let result = (|| -> Result<RocksStorage, String> {
+            let meta = meta_cf(db).map_err(|e| e.to_string())?;
+            let mut out = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+            let (from, to) = restore_range(id);
+            let iter = db.db().iterator_cf(
+                meta,
+                rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+            );
+            let (mut next, mut written) = (0u32, 0u64);
+            for item in iter {
+                let (k, v) = item.map_err(|e| e.to_string())?;
+                if k.as_ref() >= to.as_slice() {
+                    break;
+                }
+                let seq = k
+                    .get(from.len()..)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes);
+                if seq != Some(next) {
+                    return Err(format!("piece {next} of the snapshot is missing"));
+                }
+                out.write_all(&v).map_err(|e| e.to_string())?;
+                next += 1;
+                written += v.len() as u64;
+            }
+            if next != chunks || written != size {
+                return Err(format!(
+                    "the snapshot arrived incomplete: {next} of {chunks} pieces, {written} of {size} bytes"
+                ));
+            }
+            out.sync_all().map_err(|e| e.to_string())?;
+            drop(out);
+            snapshot::verify(&file).map_err(|e| e.to_string())?;
+            snapshot::unpack(&file, &dest).map_err(|e| e.to_string())?;
+            let new = RocksStorage::open(&dest).map_err(|e| e.to_string())?;
+            // The snapshot's own log position and membership belong to the
+            // cell it was taken from; this cell's are recorded instead,
+            // durably, before the switch makes the new state current.
+            let new_meta = meta_cf(&new).map_err(|e| e.to_string())?;
+            let mut wb = WriteBatch::default();
+            wb.delete_range_cf(new_meta, RESTORE_PREFIX, &prefix_end(RESTORE_PREFIX)[..]);
+            wb.put_cf(
+                new_meta,
+                APPLIED_KEY,
+                encode(&applied.log_id).map_err(|e| e.to_string())?,
+            );
+            wb.put_cf(
+                new_meta,
+                MEMBERSHIP_KEY,
+                encode(&applied.membership).map_err(|e| e.to_string())?,
+            );
+            let index = applied.index();
+            wb.put_cf(new_meta, req_key(request_id), index.to_be_bytes());
+            wb.put_cf(new_meta, reqlog_key(index, request_id), b"");
+            let mut sync = WriteOptions::default();
+            sync.set_sync(true);
+            new.db().write_opt(wb, &sync).map_err(|e| e.to_string())?;
+            Ok(new)
+        })();
+        let _ = std::fs::remove_file(&file);
+        let new = match result {
+            Ok(new) => new,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dest);
+                return Err(e);
+            }
+        };
+        write_atomically(&self.shared.dir.join(CURRENT_FILE), name.as_bytes())
+            .map_err(|e| format!("cannot switch to the restored state: {e}"))?;
+        let old = {
+            let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *guard, new)
+        };
+        self.shared.applied.send_replace(applied.clone());
+        self.shared.changes.send_modify(|n| *n += 1);
+        self.shared.restores.send_modify(|n| *n += 1);
+        retire(old);
+        tracing::warn!(
+            index = applied.index(),
+            bytes = size,
+            "state replaced by a restored snapshot"
+        );
+        Ok(())
+    }
+}
+
+fn is_restore_commit(entry: &Entry) -> bool {
+    matches!(&entry.payload, EntryPayload::Normal(p) if p.is_restore_commit())
+}
+
+fn restore_key(id: u128, seq: u32) -> Vec<u8> {
+    let mut k = RESTORE_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The keys of restore `id`'s pieces: `[from, to)`.
+fn restore_range(id: u128) -> (Vec<u8>, Vec<u8>) {
+    let mut from = RESTORE_PREFIX.to_vec();
+    from.extend_from_slice(&id.to_be_bytes());
+    let to = prefix_end(&from);
+    (from, to)
+}
+
+/// The first key after every key starting with `prefix` (which does not end
+/// in 0xff bytes only).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            break;
+        }
+    }
+    end
 }
 
 /// Closes a replaced database once no reader holds it, then deletes it.
@@ -536,13 +821,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.log_id, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, RaftStorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        self.apply_entries(entries)
+        // A restore commit replaces the database: what comes before it is
+        // written to the old one, what comes after to the new one.
+        let mut results = Vec::new();
+        let mut pending = Vec::new();
+        for entry in entries {
+            if is_restore_commit(&entry) {
+                if !pending.is_empty() {
+                    results.extend(self.apply_entries(std::mem::take(&mut pending))?);
+                }
+                let sm = self.clone();
+                results.push(vec![blocking(move || sm.apply_restore(entry)).await?]);
+            } else {
+                pending.push(entry);
+            }
+        }
+        if !pending.is_empty() {
+            results.extend(self.apply_entries(pending)?);
+        }
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
