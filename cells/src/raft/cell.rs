@@ -243,7 +243,9 @@ impl RaftCell {
             election_timeout_min: millis(settings.election_timeout.0),
             election_timeout_max: millis(settings.election_timeout.1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            // Followers just behind catch up from the log, not a snapshot;
+            // never keep more than a snapshot interval's worth.
+            max_in_snapshot_log_to_keep: settings.snapshot_every.min(1000),
             install_snapshot_timeout: 60_000,
             max_payload_entries: 64,
             ..Default::default()
