@@ -54,30 +54,26 @@ impl LevelOutcome {
     }
 }
 
-struct TaskOutcome {
-    latencies: Latencies,
-    errors: u64,
-    first_error: Option<String>,
-    last_done: Instant,
+/// What one client task (or writer thread) measured.
+pub(super) struct TaskOutcome {
+    pub(super) latencies: Latencies,
+    pub(super) errors: u64,
+    pub(super) first_error: Option<String>,
+    pub(super) last_done: Instant,
 }
 
-/// Runs `clients` (one task each) through warm-up and the measured window.
-pub async fn run_level(clients: Vec<Client>, plan: LevelPlan) -> LevelOutcome {
-    let start = Instant::now();
-    let measure_from = start + plan.warmup;
-    let end = measure_from + plan.duration;
-
-    let mut tasks = JoinSet::new();
-    for (index, client) in clients.into_iter().enumerate() {
-        let picker = KeyPicker::new(plan.seed, index);
-        tasks.spawn(client_loop(client, plan, picker, measure_from, end));
-    }
-
+/// Merges what every task of a level measured; a task that failed to run
+/// counts as one error.
+pub(super) fn merge_tasks(
+    tasks: impl IntoIterator<Item = Result<TaskOutcome, tokio::task::JoinError>>,
+    measure_from: Instant,
+    end: Instant,
+) -> LevelOutcome {
     let mut latencies = Latencies::new();
     let mut errors = 0;
     let mut first_error = None;
     let mut last_done = end;
-    while let Some(joined) = tasks.join_next().await {
+    for joined in tasks {
         match joined {
             Ok(task) => {
                 latencies.merge(task.latencies);
@@ -99,8 +95,27 @@ pub async fn run_level(clients: Vec<Client>, plan: LevelPlan) -> LevelOutcome {
         ops,
         errors,
         first_error,
-        window: last_done - measure_from,
+        window: last_done.saturating_duration_since(measure_from),
     }
+}
+
+/// Runs `clients` (one task each) through warm-up and the measured window.
+pub async fn run_level(clients: Vec<Client>, plan: LevelPlan) -> LevelOutcome {
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+
+    let mut tasks = JoinSet::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        let picker = KeyPicker::new(plan.seed, index);
+        tasks.spawn(client_loop(client, plan, picker, measure_from, end));
+    }
+
+    let mut joined = Vec::new();
+    while let Some(task) = tasks.join_next().await {
+        joined.push(task);
+    }
+    merge_tasks(joined, measure_from, end)
 }
 
 async fn client_loop(

@@ -11,9 +11,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
-use super::level::{LevelOutcome, LevelPlan};
+use super::level::{LevelOutcome, LevelPlan, TaskOutcome, merge_tasks};
 use super::workload::{KeyPicker, KeySpace};
 use crate::Error;
 use crate::latency::Latencies;
@@ -78,42 +78,12 @@ impl Reference {
                 writer_loop(&db, &keys, &value, picker, plan.keys, measure_from, end)
             }));
         }
-        let mut latencies = Latencies::new();
-        let mut errors = 0;
-        let mut first_error = None;
-        let mut last_done = end;
+        let mut joined = Vec::with_capacity(threads.len());
         for thread in threads {
-            match thread.await {
-                Ok(w) => {
-                    latencies.merge(w.latencies);
-                    errors += w.errors;
-                    if first_error.is_none() {
-                        first_error = w.first_error;
-                    }
-                    last_done = last_done.max(w.last_done);
-                }
-                Err(e) => {
-                    errors += 1;
-                    first_error.get_or_insert_with(|| format!("writer thread failed: {e}"));
-                }
-            }
+            joined.push(thread.await);
         }
-        let ops = latencies.len() as u64;
-        LevelOutcome {
-            latency: latencies.summarize(),
-            ops,
-            errors,
-            first_error,
-            window: last_done.saturating_duration_since(measure_from),
-        }
+        merge_tasks(joined, measure_from, end)
     }
-}
-
-struct WriterOutcome {
-    latencies: Latencies,
-    errors: u64,
-    first_error: Option<String>,
-    last_done: Instant,
 }
 
 fn writer_loop(
@@ -124,10 +94,10 @@ fn writer_loop(
     key_count: usize,
     measure_from: Instant,
     end: Instant,
-) -> WriterOutcome {
+) -> TaskOutcome {
     let mut sync = rocksdb::WriteOptions::default();
     sync.set_sync(true);
-    let mut out = WriterOutcome {
+    let mut out = TaskOutcome {
         latencies: Latencies::new(),
         errors: 0,
         first_error: None,
