@@ -89,7 +89,27 @@ impl Drop for Cell {
     }
 }
 
+/// A loopback address free now, for a node to listen on for the whole run,
+/// restarts included. It is picked below Linux's ephemeral range (32768 and
+/// up by default): a port the kernel hands out for `bind(0)` or an outgoing
+/// connection could be taken by another test's client while the node that
+/// owns it is down, and the node could not come back on it.
 fn free_port() -> Result<SocketAddr, Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+    for _ in 0..200 {
+        let mut x = seed.wrapping_add(NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
+        x = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let port = 20_000 + (x % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().map_err(|e| Error::Fixture(e.to_string()));
+        }
+    }
     let l =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Fixture(e.to_string()))?;
     l.local_addr().map_err(|e| Error::Fixture(e.to_string()))
