@@ -1,7 +1,7 @@
-//! A file as a stream of byte pieces, for bodies too large to hold in
-//! memory (snapshots, both ways).
+//! Files as streams of byte pieces and back, for bodies too large to hold
+//! in memory (snapshots, both ways).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Size of each piece read.
 const PIECE: usize = 256 << 10;
@@ -38,6 +38,35 @@ pub fn read_file<K: Send + 'static>(
     )
 }
 
+/// Why [`write_file`] stopped.
+#[derive(Debug)]
+pub enum CopyError<E> {
+    /// The stream failed (an upload or download was cut off).
+    Source(E),
+    /// The file could not be written.
+    Io(std::io::Error),
+}
+
+/// Writes every piece of `stream` to a new file at `path` and syncs it.
+/// Returns the bytes written.
+pub async fn write_file<E>(
+    stream: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    path: &Path,
+) -> Result<u64, CopyError<E>> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut file = tokio::fs::File::create(path).await.map_err(CopyError::Io)?;
+    let mut written = 0u64;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(CopyError::Source)?;
+        file.write_all(&piece).await.map_err(CopyError::Io)?;
+        written += piece.len() as u64;
+    }
+    file.sync_all().await.map_err(CopyError::Io)?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -61,6 +90,24 @@ mod tests {
             1,
             "the guard was dropped"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_written_out_reads_back_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        let content: Vec<u8> = (0..(super::PIECE + 5)).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&from, &content).expect("write");
+        let n = super::write_file(super::read_file(from, ()), &to)
+            .await
+            .expect("copy");
+        assert_eq!(n, content.len() as u64);
+        assert_eq!(std::fs::read(&to).expect("read"), content);
+        let failing = futures::stream::iter([Ok(bytes::Bytes::from_static(b"ab")), Err("cut off")]);
+        assert!(matches!(
+            super::write_file(failing, &dir.path().join("x")).await,
+            Err(super::CopyError::Source("cut off"))
+        ));
     }
 
     #[tokio::test]

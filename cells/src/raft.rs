@@ -87,30 +87,16 @@ impl Command {
             restore: None,
         }
     }
-}
 
-/// One log entry's payload: the commands of concurrent proposals, batched
-/// by the leader (see `RaftCell`'s proposal batcher) so that one log append,
-/// and one fsync, carries many writes. Applied in order; each command has
-/// its own result.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proposal(pub Vec<Command>);
-
-impl Proposal {
-    /// Whether this is a restore's commit step, which replaces the whole
-    /// state and so always travels alone.
-    pub fn is_restore_commit(&self) -> bool {
-        matches!(
-            self.0.as_slice(),
-            [Command {
-                restore: Some(RestoreStep::Commit { .. }),
-                ..
-            }]
-        )
+    /// A step of a restore, under a fresh request id.
+    pub fn restore_step(step: RestoreStep) -> Self {
+        Self {
+            request_id: random_request_id(),
+            batch: Batch::new(),
+            restore: Some(step),
+        }
     }
-}
 
-impl Command {
     /// Roughly how many bytes this command adds to a log entry.
     pub fn weight(&self) -> usize {
         let ops: usize = self
@@ -141,6 +127,26 @@ impl Command {
     /// Whether this is a restore's commit step.
     pub fn is_restore_commit(&self) -> bool {
         matches!(self.restore, Some(RestoreStep::Commit { .. }))
+    }
+}
+
+/// One log entry's payload: the commands of concurrent proposals, batched
+/// by the leader (see `RaftCell`'s proposal batcher) so that one log append,
+/// and one fsync, carries many writes. Applied in order; each command has
+/// its own result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Command>);
+
+impl Proposal {
+    /// Whether this is a restore's commit step, which replaces the whole
+    /// state and so always travels alone.
+    pub fn is_restore_commit(&self) -> bool {
+        matches!(self.0.as_slice(), [c] if c.is_restore_commit())
+    }
+
+    /// Roughly how many bytes this proposal adds to the log.
+    pub fn weight(&self) -> usize {
+        self.0.iter().map(Command::weight).sum()
     }
 }
 

@@ -420,22 +420,18 @@ async fn start_cluster(
             }
         }));
     }
-    if config.raft.retry_join.is_empty() && !config.raft.bootstrap {
-        if !cell.is_member() {
-            tracing::info!(
-                "waiting to be joined to a cell (sys/storage/raft/join) or initialised (sys/init)"
-            );
-        }
-    } else if config.raft.retry_join.is_empty() {
-        let mut members = std::collections::BTreeMap::new();
-        members.insert(cell.id(), cell.node().clone());
-        if cell.bootstrap(members).await? {
-            tracing::info!(cell = %config.cell.id, "founded a new cell");
-        }
-    } else {
+    if !config.raft.retry_join.is_empty() {
         let cell = cell.clone();
         let addrs = config.raft.retry_join.clone();
         tasks.push(tokio::spawn(async move { cell.join(&addrs, rx).await }));
+    } else if config.raft.bootstrap {
+        if cell.found().await? {
+            tracing::info!(cell = %config.cell.id, "founded a new cell");
+        }
+    } else if !cell.is_member() {
+        tracing::info!(
+            "waiting to be joined to a cell (sys/storage/raft/join) or initialised (sys/init)"
+        );
     }
     Ok(Cluster { cell, service })
 }

@@ -111,14 +111,7 @@ impl Client {
         body: Option<&Value>,
         content_type: &str,
     ) -> Result<Option<Value>, CallError> {
-        let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header("X-Vault-Request", "true");
-        if let Some(t) = &self.token {
-            req = req.header("X-Vault-Token", t);
-        }
+        let mut req = self.request(method, path);
         if let Some(ttl) = &self.wrap_ttl {
             req = req.header("X-Vault-Wrap-TTL", ttl);
         }
@@ -178,24 +171,22 @@ impl Client {
     /// Returns the bytes written. Transfers are not cut off by the usual
     /// one-minute limit: a large cell's snapshot takes longer.
     pub async fn download(&self, path: &str, out: &std::path::Path) -> Result<u64, CallError> {
-        use tokio::io::AsyncWriteExt;
+        use crate::file_stream::{CopyError, write_file};
         let resp = self
             .raw_request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| CallError::Transport(format!("cannot reach {}: {e}", self.base)))?;
-        let mut resp = self.check(resp).await?;
-        let io = |e: std::io::Error| CallError::Transport(format!("{}: {e}", out.display()));
-        let mut file = tokio::fs::File::create(out).await.map_err(io)?;
-        let mut written = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            CallError::Transport(format!("the download from {} was cut off: {e}", self.base))
-        })? {
-            file.write_all(&chunk).await.map_err(io)?;
-            written += chunk.len() as u64;
-        }
-        file.sync_all().await.map_err(io)?;
-        Ok(written)
+        let resp = self.check(resp).await?;
+        write_file(resp.bytes_stream(), out)
+            .await
+            .map_err(|e| match e {
+                CopyError::Source(e) => CallError::Transport(format!(
+                    "the download from {} was cut off: {e}",
+                    self.base
+                )),
+                CopyError::Io(e) => CallError::Transport(format!("{}: {e}", out.display())),
+            })
     }
 
     /// `POST path` with the file at `input` as the raw body (a snapshot).
@@ -216,17 +207,23 @@ impl Client {
         self.check(resp).await.map(|_| ())
     }
 
-    fn raw_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request to `path` under `/v1/`, with the token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let mut req = self
+        let req = self
             .http
             .request(method, &url)
-            .header("X-Vault-Request", "true")
-            .timeout(std::time::Duration::from_secs(24 * 3600));
-        if let Some(t) = &self.token {
-            req = req.header("X-Vault-Token", t);
+            .header("X-Vault-Request", "true");
+        match &self.token {
+            Some(t) => req.header("X-Vault-Token", t),
+            None => req,
         }
-        req
+    }
+
+    /// [`Client::request`] for a file transfer: no one-minute limit.
+    fn raw_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path)
+            .timeout(std::time::Duration::from_secs(24 * 3600))
     }
 
     /// A 2xx answer as is; anything else as [`CallError::Http`].

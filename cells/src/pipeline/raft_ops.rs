@@ -113,8 +113,7 @@ pub(super) async fn snapshot_restore(
     req: &Request,
     force: bool,
 ) -> Result<Response, ApiError> {
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
+    use crate::file_stream::{CopyError, write_file};
     let body = req
         .upload
         .take()
@@ -122,18 +121,14 @@ pub(super) async fn snapshot_restore(
     let io = |e: std::io::Error| ApiError::Internal(format!("cannot store the upload: {e}"));
     let path =
         tempfile::TempPath::try_from_path(cell.state_machine().incoming_path()).map_err(io)?;
-    let mut file = tokio::fs::File::create(&*path).await.map_err(io)?;
-    let mut stream = body.into_data_stream();
-    let mut len: u64 = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::InvalidRequest(format!("the snapshot upload was cut off: {e}"))
+    let len = write_file(body.into_data_stream(), &path)
+        .await
+        .map_err(|e| match e {
+            CopyError::Source(e) => {
+                ApiError::InvalidRequest(format!("the snapshot upload was cut off: {e}"))
+            }
+            CopyError::Io(e) => io(e),
         })?;
-        len += chunk.len() as u64;
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    file.sync_all().await.map_err(io)?;
-    drop(file);
     if len == 0 {
         return Err(ApiError::InvalidRequest(
             "no snapshot in the request body".into(),

@@ -339,11 +339,14 @@ impl RaftCell {
 
     /// Whether this node belongs to a cell yet (it founded or joined one).
     pub fn is_member(&self) -> bool {
-        let m = self.inner.raft.metrics().borrow().clone();
-        m.membership_config
+        self.inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
             .membership()
-            .nodes()
-            .any(|(id, _)| *id == self.inner.id)
+            .get_node(&self.inner.id)
+            .is_some()
     }
 
     /// Founds a one-node cell of this node alone, unless it is a member of
@@ -497,48 +500,37 @@ impl RaftCell {
     /// go through the log, then a commit step that every node applies at
     /// the same index. Returns the commit's result and log index.
     pub async fn restore(&self, path: &Path) -> Result<(CommandResult, u64), CellError> {
-        use std::io::Read;
+        use tokio::io::AsyncReadExt;
+        let io = |e: std::io::Error| CellError::Raft(e.to_string());
         let id = super::random_request_id();
-        let mut file = std::fs::File::open(path).map_err(|e| CellError::Raft(e.to_string()))?;
-        let mut seq: u32 = 0;
-        let mut size: u64 = 0;
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let (mut seq, mut size) = (0u32, 0u64);
         loop {
-            let mut bytes = vec![0u8; super::RESTORE_CHUNK];
-            let mut filled = 0;
-            while filled < bytes.len() {
-                match file.read(&mut bytes[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(CellError::Raft(e.to_string())),
-                }
-            }
-            if filled == 0 {
+            let mut bytes = Vec::with_capacity(super::RESTORE_CHUNK);
+            (&mut file)
+                .take(super::RESTORE_CHUNK as u64)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(io)?;
+            if bytes.is_empty() {
                 break;
             }
-            bytes.truncate(filled);
-            size += filled as u64;
-            let step = super::RestoreStep::Chunk { id, seq, bytes };
-            self.submit(Command {
-                request_id: super::random_request_id(),
-                batch: crate::storage::Batch::new(),
-                restore: Some(step),
-            })
+            size += bytes.len() as u64;
+            self.submit(Command::restore_step(super::RestoreStep::Chunk {
+                id,
+                seq,
+                bytes,
+            }))
             .await?;
             seq = seq
                 .checked_add(1)
                 .ok_or_else(|| CellError::Raft("snapshot too large to restore".into()))?;
         }
-        let commit = super::RestoreStep::Commit {
+        self.submit(Command::restore_step(super::RestoreStep::Commit {
             id,
             chunks: seq,
             size,
-        };
-        self.submit(Command {
-            request_id: super::random_request_id(),
-            batch: crate::storage::Batch::new(),
-            restore: Some(commit),
-        })
+        }))
         .await
     }
 

@@ -188,9 +188,7 @@ fn entries_within(entries: &[super::Entry], budget: usize) -> usize {
     let mut total = 0usize;
     for (i, e) in entries.iter().enumerate() {
         total += match &e.payload {
-            openraft::EntryPayload::Normal(p) => {
-                p.0.iter().map(super::Command::weight).sum::<usize>()
-            }
+            openraft::EntryPayload::Normal(p) => p.weight(),
             _ => 64,
         };
         if total > budget {

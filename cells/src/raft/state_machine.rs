@@ -328,15 +328,8 @@ impl StateMachine {
                 ),
             ));
         }
-        write_atomically(&self.shared.dir.join(CURRENT_FILE), name.as_bytes())
+        self.switch_to(&name, db, applied)
             .map_err(|e| snap_error(ErrorVerb::Write, e))?;
-        let old = {
-            let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *guard, db)
-        };
-        self.shared.applied.send_replace(applied);
-        self.shared.changes.send_modify(|n| *n += 1);
-        retire(old);
         // Keep what was installed as this node's current snapshot.
         let kept = self
             .shared
@@ -383,8 +376,7 @@ fn apply_command(
         return Ok(CommandResult::Duplicate);
     }
     let remember = |wb: &mut WriteBatch, overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>| {
-        wb.put_cf(meta, &rkey, index.to_be_bytes());
-        wb.put_cf(meta, reqlog_key(index, request_id), b"");
+        remember_request(wb, meta, request_id, index);
         overlay.insert(rkey.clone(), Some(Vec::new()));
     };
     match restore {
@@ -455,10 +447,9 @@ impl StateMachine {
         applied.log_id = Some(entry.log_id);
         let db = self.db();
         let meta = meta_cf(&db)?;
-        let rkey = req_key(request_id);
         let seen = db
             .db()
-            .get_cf(meta, &rkey)
+            .get_cf(meta, req_key(request_id))
             .map_err(|e| sm_error(ErrorVerb::Read, e))?
             .is_some();
         let outcome = if seen {
@@ -478,9 +469,7 @@ impl StateMachine {
                     APPLIED_KEY,
                     encode(&applied.log_id).map_err(|e| sm_error(ErrorVerb::Write, e))?,
                 );
-                let index = entry.log_id.index;
-                wb.put_cf(meta, &rkey, index.to_be_bytes());
-                wb.put_cf(meta, reqlog_key(index, request_id), b"");
+                remember_request(&mut wb, meta, request_id, entry.log_id.index);
                 db.db()
                     .write(wb)
                     .map_err(|e| sm_error(ErrorVerb::Write, e))?;
@@ -569,9 +558,7 @@ impl StateMachine {
                 MEMBERSHIP_KEY,
                 encode(&applied.membership).map_err(|e| e.to_string())?,
             );
-            let index = applied.index();
-            wb.put_cf(new_meta, req_key(request_id), index.to_be_bytes());
-            wb.put_cf(new_meta, reqlog_key(index, request_id), b"");
+            remember_request(&mut wb, new_meta, request_id, applied.index());
             let mut sync = WriteOptions::default();
             sync.set_sync(true);
             new.db().write_opt(wb, &sync).map_err(|e| e.to_string())?;
@@ -585,21 +572,31 @@ impl StateMachine {
                 return Err(e);
             }
         };
-        write_atomically(&self.shared.dir.join(CURRENT_FILE), name.as_bytes())
+        self.switch_to(&name, new, applied.clone())
             .map_err(|e| format!("cannot switch to the restored state: {e}"))?;
-        let old = {
-            let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *guard, new)
-        };
-        self.shared.applied.send_replace(applied.clone());
-        self.shared.changes.send_modify(|n| *n += 1);
         self.shared.restores.send_modify(|n| *n += 1);
-        retire(old);
         tracing::warn!(
             index = applied.index(),
             bytes = size,
             "state replaced by a restored snapshot"
         );
+        Ok(())
+    }
+}
+
+impl StateMachine {
+    /// Makes the database `name` (already open as `db`, holding `applied`)
+    /// the current state: `CURRENT` is switched atomically, readers move
+    /// to the new handle, and the old database is retired.
+    fn switch_to(&self, name: &str, db: RocksStorage, applied: Applied) -> std::io::Result<()> {
+        write_atomically(&self.shared.dir.join(CURRENT_FILE), name.as_bytes())?;
+        let old = {
+            let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *guard, db)
+        };
+        self.shared.applied.send_replace(applied);
+        self.shared.changes.send_modify(|n| *n += 1);
+        retire(old);
         Ok(())
     }
 }
@@ -749,6 +746,13 @@ fn prune_request_ids(
 
 fn is_watched(key: &[u8]) -> bool {
     WATCHED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// Records that request `id` was applied at `index` (see
+/// [`CommandResult::Duplicate`]).
+fn remember_request(wb: &mut WriteBatch, meta: &rocksdb::ColumnFamily, id: u128, index: u64) {
+    wb.put_cf(meta, req_key(id), index.to_be_bytes());
+    wb.put_cf(meta, reqlog_key(index, id), b"");
 }
 
 fn req_key(id: u128) -> Vec<u8> {

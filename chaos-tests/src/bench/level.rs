@@ -62,6 +62,40 @@ pub(super) struct TaskOutcome {
     pub(super) last_done: Instant,
 }
 
+impl TaskOutcome {
+    /// Nothing recorded yet, for a level measured from `measure_from`.
+    pub(super) fn new(measure_from: Instant) -> Self {
+        Self {
+            latencies: Latencies::new(),
+            errors: 0,
+            first_error: None,
+            last_done: measure_from,
+        }
+    }
+
+    /// Records one operation sent at `sent` and finished at `done`, unless
+    /// it started during the warm-up.
+    pub(super) fn record<E: ToString>(
+        &mut self,
+        sent: Instant,
+        done: Instant,
+        measure_from: Instant,
+        result: Result<(), E>,
+    ) {
+        if sent < measure_from {
+            return;
+        }
+        self.last_done = done;
+        match result {
+            Ok(()) => self.latencies.record(done - sent),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
 /// Merges what every task of a level measured; a task that failed to run
 /// counts as one error.
 pub(super) fn merge_tasks(
@@ -125,12 +159,7 @@ async fn client_loop(
     measure_from: Instant,
     end: Instant,
 ) -> TaskOutcome {
-    let mut out = TaskOutcome {
-        latencies: Latencies::new(),
-        errors: 0,
-        first_error: None,
-        last_done: measure_from,
-    };
+    let mut out = TaskOutcome::new(measure_from);
     loop {
         let sent = Instant::now();
         if sent >= end {
@@ -138,18 +167,7 @@ async fn client_loop(
         }
         let key = picker.next_index(plan.keys);
         let result = client.run(plan.workload, key).await;
-        let done = Instant::now();
-        if sent < measure_from {
-            continue;
-        }
-        out.last_done = done;
-        match result {
-            Ok(()) => out.latencies.record(done - sent),
-            Err(e) => {
-                out.errors += 1;
-                out.first_error.get_or_insert(e.0);
-            }
-        }
+        out.record(sent, Instant::now(), measure_from, result.map_err(|e| e.0));
     }
     out
 }

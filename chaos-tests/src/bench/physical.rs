@@ -16,25 +16,22 @@ use tokio::time::Instant;
 use super::level::{LevelOutcome, LevelPlan, TaskOutcome, merge_tasks};
 use super::workload::{KeyPicker, KeySpace};
 use crate::Error;
-use crate::latency::Latencies;
 
 /// An open reference database in a directory of its own.
 pub struct Reference {
     db: Arc<rocksdb::DB>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Reference {
     /// Opens a fresh database in a temporary directory under `parent` (the
     /// system's temporary directory when `None`).
     pub fn open(parent: Option<&Path>) -> Result<Self, Error> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("sigil-chaos-rocksdb-");
         let dir = match parent {
-            Some(p) => tempfile::Builder::new()
-                .prefix("sigil-chaos-rocksdb-")
-                .tempdir_in(p),
-            None => tempfile::Builder::new()
-                .prefix("sigil-chaos-rocksdb-")
-                .tempdir(),
+            Some(p) => builder.tempdir_in(p),
+            None => builder.tempdir(),
         }
         .map_err(|e| Error::Config {
             key: "--rocksdb-dir",
@@ -48,13 +45,13 @@ impl Reference {
         })?;
         Ok(Self {
             db: Arc::new(db),
-            _dir: dir,
+            dir,
         })
     }
 
     /// Where the database lives (removed when `self` is dropped).
     pub fn path(&self) -> &Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     /// Runs one closed-loop level of `clients` synced writers.
@@ -97,12 +94,7 @@ fn writer_loop(
 ) -> TaskOutcome {
     let mut sync = rocksdb::WriteOptions::default();
     sync.set_sync(true);
-    let mut out = TaskOutcome {
-        latencies: Latencies::new(),
-        errors: 0,
-        first_error: None,
-        last_done: measure_from,
-    };
+    let mut out = TaskOutcome::new(measure_from);
     loop {
         let sent = Instant::now();
         if sent >= end {
@@ -112,18 +104,7 @@ fn writer_loop(
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(key.as_bytes(), value);
         let result = db.write_opt(batch, &sync);
-        let done = Instant::now();
-        if sent < measure_from {
-            continue;
-        }
-        out.last_done = done;
-        match result {
-            Ok(()) => out.latencies.record(done - sent),
-            Err(e) => {
-                out.errors += 1;
-                out.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
+        out.record(sent, Instant::now(), measure_from, result);
     }
     out
 }
