@@ -5,7 +5,8 @@
 //!   leaves the receiving node unchanged; the intact one installs;
 //! - a join under a name another node already holds is refused, naming it;
 //! - an operator's restore replaces the state on every replica at one log
-//!   index, and a corrupt file is refused at its commit, changing nothing.
+//!   index, and a corrupt file is refused at its commit, changing nothing;
+//! - concurrent writes share log entries, and every one is applied.
 
 mod common;
 
@@ -381,4 +382,47 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Concurrent writes share log entries: the batcher holds what queues while
+/// an append is syncing and sends it as one entry. Every write is applied
+/// once, in its own right, and far fewer entries than writes are appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_every_one_is_applied() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
+    let mut members = BTreeMap::new();
+    members.insert(a.id(), a.node().clone());
+    assert!(a.bootstrap(members).await.expect("bootstrap"));
+    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let store = ReplicatedStorage::new(a.clone());
+    // One write first, so the entries counted below are the batch's alone.
+    store
+        .apply(Batch::new().put("warm", b"up".to_vec()))
+        .await
+        .expect("write");
+    let before = a.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    const WRITES: usize = 400;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..WRITES {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .apply(Batch::new().put(format!("c{i:04}"), vec![(i % 251) as u8; 64]))
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("write");
+    }
+    let after = a.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    let entries = after - before;
+    assert!(
+        entries >= 1 && (entries as usize) < WRITES / 4,
+        "{WRITES} concurrent writes took {entries} log entries"
+    );
+    for i in 0..WRITES {
+        let got = store.get(format!("c{i:04}").as_bytes()).expect("read");
+        assert_eq!(got, Some(vec![(i % 251) as u8; 64]), "c{i:04}");
+    }
 }

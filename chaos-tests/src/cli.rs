@@ -169,10 +169,30 @@ pub struct BenchArgs {
     /// token is used unless --token is given. Replaces --addr/--grpc-addr.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["addr", "grpc_addr"])]
     pub topology: Option<PathBuf>,
+
+    /// With --topology: send every client to this node only (its `id` in
+    /// the topology), the rest of the cell running as usual. The one-node
+    /// figure a spread-out run is compared with.
+    #[arg(long, value_name = "ID", requires = "topology")]
+    pub node: Option<String>,
+
+    /// With --topology: hold each node process of the cell to this many CPUs
+    /// (0.5 is half of one) for the run, in a control group of its own, as
+    /// if each node had a machine to itself. Needs root.
+    #[arg(long, value_name = "CPUS", requires = "topology")]
+    pub node_cpus: Option<f64>,
 }
 
-/// The nodes' endpoints and the root token of a topology file's first cell.
-pub fn read_topology(path: &std::path::Path) -> Result<(Vec<Endpoints>, Option<String>), Error> {
+/// A node of a topology file.
+#[derive(Debug, Clone)]
+pub struct TopologyNode {
+    pub id: String,
+    pub pid: Option<u32>,
+    pub endpoints: Endpoints,
+}
+
+/// The nodes and the root token of a topology file's first cell.
+pub fn read_topology(path: &std::path::Path) -> Result<(Vec<TopologyNode>, Option<String>), Error> {
     let bad = |problem: String| Error::Config {
         key: "--topology",
         problem,
@@ -199,7 +219,11 @@ pub fn read_topology(path: &std::path::Path) -> Result<(Vec<Endpoints>, Option<S
                 n["grpc_addr"]
             ))
         })?;
-        out.push(Endpoints { http, grpc });
+        out.push(TopologyNode {
+            id: n["id"].as_str().unwrap_or_default().to_owned(),
+            pid: n["pid"].as_u64().and_then(|p| u32::try_from(p).ok()),
+            endpoints: Endpoints { http, grpc },
+        });
     }
     Ok((out, cell["root_token"].as_str().map(str::to_owned)))
 }
@@ -233,8 +257,26 @@ impl BenchArgs {
             .or(cell_token)
             .map(Token::new);
         let (sigil, replicas) = if let Some(mut nodes) = cell_nodes {
-            let first = nodes.remove(0);
-            (Some(first), nodes)
+            if let Some(only) = &self.node {
+                let known: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+                let Some(i) = nodes.iter().position(|n| &n.id == only) else {
+                    return Err(Error::Config {
+                        key: "--node",
+                        problem: format!(
+                            "no node `{only}` in the topology (it has: {})",
+                            known.join(", ")
+                        ),
+                    });
+                };
+                let n = nodes.swap_remove(i);
+                (Some(n.endpoints), Vec::new())
+            } else {
+                let first = nodes.remove(0).endpoints;
+                (
+                    Some(first),
+                    nodes.into_iter().map(|n| n.endpoints).collect(),
+                )
+            }
         } else if !(self.bare || self.rocksdb_reference)
             || addr.is_some()
             || self.grpc_addr.is_some()
@@ -430,12 +472,21 @@ async fn run_scenario(args: ScenarioArgs) -> ExitCode {
 
 async fn run_bench(args: BenchArgs) -> ExitCode {
     let json = args.json;
+    let budget_for = args.topology.clone().zip(args.node_cpus);
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(2);
         }
+    };
+    let _budget = match budget_for.map(|(path, cpus)| hold_nodes(&path, cpus)) {
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+        None => None,
     };
     match bench::run(&config, print_progress).await {
         Ok(report) => {
@@ -450,6 +501,25 @@ async fn run_bench(args: BenchArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Holds every node process of the topology at `path` to `cpus` CPUs.
+fn hold_nodes(path: &std::path::Path, cpus: f64) -> Result<crate::cpu_budget::CpuBudget, Error> {
+    let (nodes, _) = read_topology(path)?;
+    let pids = nodes
+        .iter()
+        .map(|n| {
+            n.pid
+                .map(|p| (n.id.clone(), p))
+                .ok_or_else(|| Error::Config {
+                    key: "--node-cpus",
+                    problem: format!("node `{}` has no pid in the topology", n.id),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let budget = crate::cpu_budget::CpuBudget::apply(&pids, cpus)?;
+    eprintln!("holding each of {} nodes to {cpus} CPUs", budget.len());
+    Ok(budget)
 }
 
 /// Progress goes to stderr, so stdout holds only the table and JSON line.
@@ -578,6 +648,28 @@ mod tests {
             c.token.map(|t| t.expose().to_owned()),
             Some("hvs.root".to_owned())
         );
+        // `--node` sends every client to one node of the cell.
+        let one = parse(&["kv-read", "--topology", &topo, "--node", "node-3"])
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            one.sigil.expect("node").http.as_str(),
+            "http://127.0.0.1:8220/"
+        );
+        assert!(one.replicas.is_empty());
+        let e = parse(&["kv-read", "--topology", &topo, "--node", "node-9"])
+            .into_config()
+            .expect_err("unknown node")
+            .to_string();
+        assert!(
+            e.contains("node-9") && e.contains("node-1, node-2, node-3"),
+            "{e}"
+        );
+        // --node and --node-cpus only make sense with a topology.
+        for flag in [["--node", "node-1"], ["--node-cpus", "0.5"]] {
+            let lone = Cli::try_parse_from(["sigil-chaos", "bench", "kv-read", flag[0], flag[1]]);
+            assert!(lone.is_err(), "{flag:?} without --topology");
+        }
         // An explicit address and a topology together are refused.
         let both = Cli::try_parse_from([
             "sigil-chaos",

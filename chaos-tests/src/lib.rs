@@ -12,7 +12,9 @@
 //!   Sigil figure is compared with;
 //! - [`latency`]: exact percentiles;
 //! - [`report`]: the table and the `--json` line;
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line;
+//! - [`cpu_budget`]: a CPU share per node process (control groups), so a
+//!   cell on one machine is measured as if each node had its own.
 //!
 //! The building blocks of the fault-injection scenarios (real `sigil`
 //! processes on loopback, a proxy on every node-to-node link):
@@ -57,6 +59,7 @@ pub mod bare;
 pub mod bench;
 pub mod cell;
 pub mod cli;
+pub mod cpu_budget;
 mod error;
 pub mod history;
 pub mod latency;

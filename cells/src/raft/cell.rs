@@ -131,9 +131,12 @@ struct Pending {
     reply: tokio::sync::oneshot::Sender<Result<(CommandResult, u64), Status>>,
 }
 
-/// Proposals in flight at once: while they are, new commands queue and go
-/// out together in the next one.
-const PROPOSALS_IN_FLIGHT: usize = 4;
+/// Proposals in flight at once (appended, replicating or applying).
+const PROPOSALS_IN_FLIGHT: usize = 8;
+/// Longest the batcher waits for a proposal's append to become durable
+/// before it cuts the next one (a proposal that never reaches the log, on a
+/// node that just lost leadership, must not stall the queue for long).
+const APPEND_GATE: Duration = Duration::from_millis(20);
 /// Most commands in one log entry.
 const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most bytes (roughly) in one log entry: with `max_payload_entries` of 64,
@@ -143,10 +146,16 @@ const MAX_BATCH_BYTES: usize = 256 << 10;
 /// The leader's proposal batcher. openraft appends each `client_write` to
 /// the log and waits for it to be durable before it takes the next one, so
 /// one write per proposal would mean one fsync per write, one after the
-/// other. Instead every command queued while earlier proposals are in
-/// flight goes out together, as one entry: one append, one fsync, one
-/// replication round, however many writes.
-async fn batch_loop(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+/// other. Instead the batcher hands openraft one proposal at a time, waits
+/// until its append is durable (`durable`, from the log store), and then
+/// sends every command that queued meanwhile as the next entry: one append,
+/// one fsync, one replication round, however many writes. Earlier
+/// proposals keep replicating and applying while later ones are appended.
+async fn batch_loop(
+    raft: Raft,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    mut durable: tokio::sync::watch::Receiver<u128>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -179,9 +188,12 @@ async fn batch_loop(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<
                 }
             }
         }
+        let marker = batch[0].command.request_id;
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _ended = ended_tx;
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             match raft.client_write(Proposal(commands)).await {
@@ -207,6 +219,13 @@ async fn batch_loop(raft: Raft, mut queue: tokio::sync::mpsc::UnboundedReceiver<
                 }
             }
         });
+        // Hold the next proposal until this one's append is durable (or it
+        // ended without one, or the gate's bound passed).
+        tokio::select! {
+            _ = durable.wait_for(|m| *m == marker) => {}
+            _ = ended => {}
+            _ = tokio::time::sleep(APPEND_GATE) => {}
+        }
     }
 }
 
@@ -235,6 +254,7 @@ impl RaftCell {
     ) -> Result<Self, CellError> {
         let log =
             LogStore::open(&data_dir.join("raft")).map_err(|e| CellError::Raft(e.to_string()))?;
+        let durable = log.durable_proposals();
         let sm = StateMachine::open(&data_dir.join("state"))
             .map_err(|e| CellError::Raft(e.to_string()))?;
         let config = openraft::Config {
@@ -267,7 +287,7 @@ impl RaftCell {
             .map_err(|e| CellError::Raft(e.to_string()))?;
         peers.set_metrics(raft.metrics());
         let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(raft.clone(), queue));
+        tokio::spawn(batch_loop(raft.clone(), queue, durable));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,

@@ -11,6 +11,13 @@
 //! that arrive during a sync wait for the next one. Under load one fsync
 //! covers many proposals, so throughput is not capped at one fsync per write,
 //! and openraft only counts an entry towards commit after its callback fired.
+//!
+//! **Durable marker.** After each sync the flusher publishes the request id
+//! of the first command of the last proposal it made durable
+//! ([`LogStore::durable_proposals`]). The leader's proposal batcher waits on
+//! it: openraft takes one append at a time and syncs each before the next,
+//! so proposals handed to it while an append is syncing would each pay
+//! their own fsync; held back in the batcher, they share the next one.
 
 // openraft's storage traits fix the error type, `StorageError`, which is
 // large; the helpers here return it as the traits do.
@@ -26,7 +33,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Entry, LogId, NodeId, RaftStorageError, TypeConfig, Vote, decode, encode};
 
@@ -40,7 +47,15 @@ const PURGED_KEY: &[u8] = b"purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::UnboundedSender<Flush>,
+    durable: watch::Receiver<u128>,
+}
+
+/// An append waiting for its sync: openraft's callback, and the marker of
+/// the last proposal it holds (see [`LogStore::durable_proposals`]).
+struct Flush {
+    callback: LogFlushed<TypeConfig>,
+    marker: Option<u128>,
 }
 
 impl Debug for LogStore {
@@ -62,8 +77,19 @@ impl LogStore {
             DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| io_error(ErrorVerb::Read, &e))?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flush_loop(db.clone(), rx));
-        Ok(Self { db, flusher: tx })
+        let (durable_tx, durable) = watch::channel(0);
+        tokio::spawn(flush_loop(db.clone(), rx, durable_tx));
+        Ok(Self {
+            db,
+            flusher: tx,
+            durable,
+        })
+    }
+
+    /// The marker (first command's request id) of the last proposal whose
+    /// append is durable here; 0 before any.
+    pub fn durable_proposals(&self) -> watch::Receiver<u128> {
+        self.durable.clone()
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
@@ -138,7 +164,11 @@ impl LogStore {
 }
 
 /// Syncs the WAL once for every group of queued appends (see the module docs).
-async fn flush_loop(db: Arc<DB>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+async fn flush_loop(
+    db: Arc<DB>,
+    mut rx: mpsc::UnboundedReceiver<Flush>,
+    durable: watch::Sender<u128>,
+) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -152,12 +182,19 @@ async fn flush_loop(db: Arc<DB>, mut rx: mpsc::UnboundedReceiver<LogFlushed<Type
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log sync failed");
         }
-        for callback in group {
+        let mut marker = None;
+        for flush in group {
             let outcome = match &result {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    marker = flush.marker.or(marker);
+                    Ok(())
+                }
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
-            callback.log_io_completed(outcome);
+            flush.callback.log_io_completed(outcome);
+        }
+        if let Some(m) = marker {
+            durable.send_replace(m);
         }
     }
 }
@@ -237,7 +274,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = self.cf(LOG_CF)?;
         let mut wb = WriteBatch::default();
+        let mut marker = None;
         for entry in entries {
+            if let openraft::EntryPayload::Normal(p) = &entry.payload {
+                marker = p.0.first().map(|c| c.request_id).or(marker);
+            }
             let bytes = encode(&entry).map_err(|e| corrupt(ErrorVerb::Write, e.to_string()))?;
             wb.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }
@@ -246,7 +287,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write_opt(wb, &wo)
             .map_err(|e| io_error(ErrorVerb::Write, &e))?;
-        self.flusher.send(callback).map_err(|_| {
+        self.flusher.send(Flush { callback, marker }).map_err(|_| {
             openraft::StorageIOError::<NodeId>::new(
                 ErrorSubject::Logs,
                 ErrorVerb::Write,
