@@ -140,17 +140,18 @@ mod tests {
 
     #[test]
     fn a_share_below_the_floor_or_not_a_number_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         for cpus in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            let e = CpuBudget::apply_under(dir.path(), &[("n".into(), 1)], cpus).unwrap_err();
+            let e =
+                CpuBudget::apply_under(dir.path(), &[("n".into(), 1)], cpus).expect_err("refused");
             assert!(e.to_string().contains("share of CPUs"), "{e}");
         }
     }
 
     #[test]
     fn a_machine_without_a_cpu_controller_is_named_in_the_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = CpuBudget::apply_under(dir.path(), &[("n".into(), 1)], 0.5).unwrap_err();
+        let dir = tempfile::tempdir().expect("test setup");
+        let e = CpuBudget::apply_under(dir.path(), &[("n".into(), 1)], 0.5).expect_err("refused");
         assert!(e.to_string().contains("no cgroup `cpu` controller"), "{e}");
     }
 
@@ -166,27 +167,29 @@ mod tests {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
-            .unwrap();
+            .expect("test setup");
         let pid = child.id();
         let in_group = || {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .unwrap()
+                .expect("test setup")
                 .contains(&format!("sigil-bench-{pid}"))
         };
-        let budget = CpuBudget::apply(&[("sleeper".into(), pid)], 0.25).unwrap();
+        let budget = CpuBudget::apply(&[("sleeper".into(), pid)], 0.25).expect("test setup");
         assert_eq!(budget.len(), 1);
         assert!(in_group(), "the process is in its group");
         let group = budget.groups[0].0.clone();
         let quota = match &budget.hierarchy {
-            Hierarchy::V2(_) => std::fs::read_to_string(group.join("cpu.max")).unwrap(),
-            Hierarchy::V1(_) => std::fs::read_to_string(group.join("cpu.cfs_quota_us")).unwrap(),
+            Hierarchy::V2(_) => std::fs::read_to_string(group.join("cpu.max")).expect("test setup"),
+            Hierarchy::V1(_) => {
+                std::fs::read_to_string(group.join("cpu.cfs_quota_us")).expect("test setup")
+            }
         };
         assert!(quota.trim().starts_with("25000"), "quota {quota:?}");
         drop(budget);
         assert!(!in_group(), "the process is back where it was");
         assert!(!group.exists(), "the group is removed");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill().expect("test setup");
+        child.wait().expect("test setup");
     }
 
     fn nix_is_root() -> bool {
@@ -202,15 +205,16 @@ mod tests {
 
     #[test]
     fn the_v1_and_v2_hierarchies_are_told_apart() {
-        let v2 = tempfile::tempdir().unwrap();
-        std::fs::write(v2.path().join("cgroup.controllers"), "cpuset cpu io memory").unwrap();
+        let v2 = tempfile::tempdir().expect("test setup");
+        std::fs::write(v2.path().join("cgroup.controllers"), "cpuset cpu io memory")
+            .expect("test setup");
         assert_eq!(
             Hierarchy::find(v2.path()),
             Some(Hierarchy::V2(v2.path().to_path_buf()))
         );
-        let v1 = tempfile::tempdir().unwrap();
-        std::fs::create_dir(v1.path().join("cpu")).unwrap();
-        std::fs::write(v1.path().join("cpu/cpu.cfs_quota_us"), "-1").unwrap();
+        let v1 = tempfile::tempdir().expect("test setup");
+        std::fs::create_dir(v1.path().join("cpu")).expect("test setup");
+        std::fs::write(v1.path().join("cpu/cpu.cfs_quota_us"), "-1").expect("test setup");
         assert_eq!(
             Hierarchy::find(v1.path()),
             Some(Hierarchy::V1(v1.path().join("cpu")))
