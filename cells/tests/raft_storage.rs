@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,14 +168,18 @@ async fn plain_cell(dir: &Path, name: &str) -> (RaftCell, String) {
     (cell, addr)
 }
 
+/// A one-node cell named "a" under `dir`, founded and leading.
+async fn leading_cell(dir: &Path) -> RaftCell {
+    let (a, _) = plain_cell(dir, "a").await;
+    assert!(a.found().await.expect("found"));
+    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_snapshots_are_refused_and_change_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
-    let mut members = BTreeMap::new();
-    members.insert(a.id(), a.node().clone());
-    assert!(a.bootstrap(members).await.expect("bootstrap"));
-    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let a = leading_cell(&tmp.path().join("a")).await;
     let store = ReplicatedStorage::new(a.clone());
     for i in 0..120 {
         store
@@ -239,11 +242,7 @@ async fn corrupt_snapshots_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_already_taken_cannot_join() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
-    let mut members = BTreeMap::new();
-    members.insert(a.id(), a.node().clone());
-    a.bootstrap(members).await.expect("bootstrap");
-    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let a = leading_cell(&tmp.path().join("a")).await;
     let (_b, b_addr) = plain_cell(&tmp.path().join("b"), "b").await;
     let joined = a
         .add_member(
@@ -284,9 +283,7 @@ async fn a_name_already_taken_cannot_join() {
 async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing() {
     use sigil_cell::raft::CommandResult;
     let tmp = tempfile::tempdir().expect("tmp");
-    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
-    assert!(a.found().await.expect("found"));
-    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let a = leading_cell(&tmp.path().join("a")).await;
     let store = ReplicatedStorage::new(a.clone());
     // Incompressible values, more than a restore piece in all, so a
     // restore takes several.
@@ -390,11 +387,7 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_log_entries_and_every_one_is_applied() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (a, _) = plain_cell(&tmp.path().join("a"), "a").await;
-    let mut members = BTreeMap::new();
-    members.insert(a.id(), a.node().clone());
-    assert!(a.bootstrap(members).await.expect("bootstrap"));
-    wait_for(WAIT, || a.is_leader().then_some(())).expect("leader");
+    let a = leading_cell(&tmp.path().join("a")).await;
     let store = ReplicatedStorage::new(a.clone());
     // One write first, so the entries counted below are the batch's alone.
     store
