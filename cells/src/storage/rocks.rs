@@ -32,12 +32,6 @@ pub(crate) fn db_options() -> Options {
     // RocksDB's info LOG files hold no values, but keep them few and small.
     opts.set_keep_log_file_num(4);
     opts.set_max_log_file_size(4 << 20);
-    // A WAL file is deleted only once every column family's writes in it are
-    // flushed. The small, rarely flushed families (the Raft vote, the
-    // applied id) would otherwise keep every WAL since their last flush
-    // alive, up to RocksDB's default of about 1 GiB, all replayed after a
-    // crash: bound the total so they are flushed and the WAL retired.
-    opts.set_max_total_wal_size(128 << 20);
     opts
 }
 
