@@ -679,13 +679,15 @@ async fn snapshot_catchup(
     let writes = config.writes;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let urls: Vec<String> = live.iter().map(|i| cell.nodes[*i].url()).collect();
     let client = cell.client().clone();
     let tasks: Vec<_> = (0..32)
         .map(|w| {
-            let (next, failed, urls, client, root) = (
+            let (next, failed, first_failure, urls, client, root) = (
                 next.clone(),
                 failed.clone(),
+                first_failure.clone(),
                 urls.clone(),
                 client.clone(),
                 root.clone(),
@@ -701,15 +703,25 @@ async fn snapshot_catchup(
                         urls[(w + n as usize) % urls.len()],
                         n % 1000
                     );
-                    let ok = client
+                    let outcome = client
                         .put(&url)
                         .header("X-Vault-Token", &root)
                         .json(&json!({ "data": { "n": n } }))
                         .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if !ok {
+                        .await;
+                    let why = match outcome {
+                        Ok(r) if r.status().is_success() => None,
+                        Ok(r) => Some(format!(
+                            "{}: {}",
+                            r.status().as_u16(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(why) = why {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        let mut first = first_failure.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(why);
                     }
                 }
             })
@@ -728,11 +740,22 @@ async fn snapshot_catchup(
     report.check(
         "writes while a node is down",
         failed == 0,
-        format!(
-            "{} of {writes} acknowledged in {:.1}s",
-            writes - failed,
-            took.as_secs_f64()
-        ),
+        match first_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            None => format!(
+                "{} of {writes} acknowledged in {:.1}s",
+                writes - failed,
+                took.as_secs_f64()
+            ),
+            Some(first) => format!(
+                "{} of {writes} acknowledged in {:.1}s; first failure: {first}",
+                writes - failed,
+                took.as_secs_f64()
+            ),
+        },
     );
 
     let restarted = Instant::now();
