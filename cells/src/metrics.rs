@@ -21,8 +21,9 @@ const BUCKETS: &[f64] = &[
     5.0,
 ];
 
+/// A latency histogram with the buckets above.
 #[derive(Debug, Clone, Default)]
-struct Histogram {
+pub struct Histogram {
     /// Cumulative counts per bucket, then +Inf.
     counts: Vec<u64>,
     sum: f64,
@@ -30,7 +31,7 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, secs: f64) {
+    pub fn observe(&mut self, secs: f64) {
         if self.counts.is_empty() {
             self.counts = vec![0; BUCKETS.len() + 1];
         }
@@ -42,6 +43,50 @@ impl Histogram {
         self.counts[BUCKETS.len()] += 1;
         self.sum += secs;
         self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the observations, seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Prometheus `_bucket`, `_sum` and `_count` lines; `labels` is empty
+    /// or `k="v",...`.
+    fn write_prometheus(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let n = self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+    }
+
+    /// Vault's JSON sample shape, milliseconds.
+    fn json_sample(&self, name: &str, labels: Value) -> Value {
+        json!({
+            "Name": name,
+            "Count": self.count,
+            "Sum": self.sum * 1000.0,
+            "Mean": if self.count > 0 { self.sum * 1000.0 / self.count as f64 } else { 0.0 },
+            "Labels": labels,
+        })
     }
 }
 
@@ -66,6 +111,8 @@ pub struct Gauges {
     /// Per audit device: records written, failed, dropped (queue full) and
     /// timed out.
     pub audit_devices: Vec<crate::audit::DeviceMetrics>,
+    /// The node's Raft, when it stores through one.
+    pub raft: Option<crate::raft::stats::RaftFigures>,
 }
 
 impl Metrics {
@@ -123,28 +170,7 @@ impl Metrics {
             .flat_map(|(mount, by_op)| by_op.iter().map(move |(op, h)| (op, mount, h)));
         for (op, mount, h) in rows {
             let labels = format!("operation=\"{op}\",mount=\"{}\"", escape(mount));
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "sigil_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "sigil_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.counts[BUCKETS.len()]
-            );
-            let _ = writeln!(
-                out,
-                "sigil_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "sigil_request_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
+            h.write_prometheus(&mut out, "sigil_request_duration_seconds", &labels);
         }
         out.push_str("# HELP sigil_request_errors_total Failed requests by operation, mount and HTTP status.\n");
         out.push_str("# TYPE sigil_request_errors_total counter\n");
@@ -179,6 +205,9 @@ impl Metrics {
             out.push_str("# TYPE sigil_tokens gauge\n");
             let _ = writeln!(out, "sigil_tokens {t}");
         }
+        if let Some(r) = &gauges.raft {
+            raft_prometheus(&mut out, r);
+        }
         out
     }
 
@@ -186,18 +215,15 @@ impl Metrics {
     /// Samples).
     pub fn json(&self, gauges: &Gauges) -> Value {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let samples: Vec<Value> = g
+        let mut samples: Vec<Value> = g
             .requests
             .iter()
             .flat_map(|(mount, by_op)| by_op.iter().map(move |(op, h)| (op, mount, h)))
             .map(|(op, mount, h)| {
-                json!({
-                    "Name": "sigil.request.duration",
-                    "Count": h.count,
-                    "Sum": h.sum * 1000.0,
-                    "Mean": if h.count > 0 { h.sum * 1000.0 / h.count as f64 } else { 0.0 },
-                    "Labels": { "operation": op.as_str(), "mount": mount },
-                })
+                h.json_sample(
+                    "sigil.request.duration",
+                    json!({ "operation": op.as_str(), "mount": mount }),
+                )
             })
             .collect();
         let mut counters: Vec<Value> = g
@@ -227,6 +253,23 @@ impl Metrics {
         if let Some(t) = gauges.tokens {
             gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
         }
+        if let Some(r) = &gauges.raft {
+            for (name, v) in raft_gauges(r) {
+                gauge_list
+                    .push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Value": v, "Labels": {} }));
+            }
+            for (name, n) in raft_counters(r) {
+                counters.push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Count": n, "Labels": {} }));
+            }
+            samples.push(
+                r.commit
+                    .json_sample("sigil.raft.commit.duration", json!({})),
+            );
+            samples.push(
+                r.log_sync
+                    .json_sample("sigil.raft.log.sync.duration", json!({})),
+            );
+        }
         json!({
             "Timestamp": crate::clock::rfc3339(time::OffsetDateTime::now_utc()),
             "Gauges": gauge_list,
@@ -234,6 +277,61 @@ impl Metrics {
             "Samples": samples,
         })
     }
+}
+
+/// Raft gauges: (name without the `sigil_` prefix, value).
+fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [(&'static str, u64); 5] {
+    [
+        ("raft_is_leader", u64::from(r.is_leader)),
+        ("raft_term", r.term),
+        ("raft_last_log_index", r.last_log_index),
+        ("raft_applied_index", r.applied_index),
+        ("raft_snapshot_index", r.snapshot_index),
+    ]
+}
+
+/// Raft counters: (name without the `sigil_` prefix and `_total`, value).
+fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [(&'static str, u64); 5] {
+    [
+        ("raft_proposals", r.proposals),
+        ("raft_proposed_commands", r.proposed_commands),
+        ("raft_failed_proposals", r.failed_proposals),
+        ("raft_log_syncs", r.log_syncs),
+        ("raft_log_synced_appends", r.log_synced_appends),
+    ]
+}
+
+fn raft_prometheus(out: &mut String, r: &crate::raft::stats::RaftFigures) {
+    let help = |name: &str| match name {
+        "raft_is_leader" => "1 if this node leads its cell, else 0.",
+        "raft_term" => "The node's current Raft term.",
+        "raft_last_log_index" => "Index of the last entry in the node's log.",
+        "raft_applied_index" => "Index of the last entry applied to the node's state.",
+        "raft_snapshot_index" => "Index the node's latest snapshot covers.",
+        "raft_proposals" => "Log entries this node proposed as leader.",
+        "raft_proposed_commands" => "Client writes those entries carried (batched).",
+        "raft_failed_proposals" => "Proposals that ended in an error.",
+        "raft_log_syncs" => "Syncs of the Raft log's write-ahead log.",
+        _ => "Log appends those syncs made durable.",
+    };
+    for (name, v) in raft_gauges(r) {
+        let _ = writeln!(out, "# HELP sigil_{name} {}", help(name));
+        let _ = writeln!(out, "# TYPE sigil_{name} gauge");
+        let _ = writeln!(out, "sigil_{name} {v}");
+    }
+    for (name, v) in raft_counters(r) {
+        let _ = writeln!(out, "# HELP sigil_{name}_total {}", help(name));
+        let _ = writeln!(out, "# TYPE sigil_{name}_total counter");
+        let _ = writeln!(out, "sigil_{name}_total {v}");
+    }
+    out.push_str("# HELP sigil_raft_commit_duration_seconds From a leader's proposal to its applied result.\n");
+    out.push_str("# TYPE sigil_raft_commit_duration_seconds histogram\n");
+    r.commit
+        .write_prometheus(out, "sigil_raft_commit_duration_seconds", "");
+    out.push_str("# HELP sigil_raft_log_sync_duration_seconds One fsync of the Raft log.\n");
+    out.push_str("# TYPE sigil_raft_log_sync_duration_seconds histogram\n");
+    r.log_sync
+        .write_prometheus(out, "sigil_raft_log_sync_duration_seconds", "");
 }
 
 /// An audit device's counters by outcome label.
@@ -277,6 +375,7 @@ mod tests {
                 dropped: 2,
                 timed_out: 1,
             }],
+            raft: None,
         });
         assert!(text.contains(
             "sigil_audit_device_records_total{device=\"file/\",type=\"file\",outcome=\"dropped\"} 2"
@@ -292,8 +391,58 @@ mod tests {
         ));
         assert!(text.contains("sigil_audit_failures_total 1"));
         assert!(text.contains("sigil_tokens 3"));
+        assert!(
+            !text.contains("sigil_raft"),
+            "no Raft figures without a Raft"
+        );
         let j = m.json(&Gauges::default());
         assert_eq!(j["Samples"][0]["Count"], 2);
         assert_eq!(m.request_count(Operation::Read, "secret/"), 2);
+    }
+
+    #[test]
+    fn raft_figures_render_as_gauges_counters_and_histograms() {
+        let stats = crate::raft::stats::RaftStats::new();
+        stats.proposal(6, Duration::from_millis(4), true);
+        stats.log_sync(2, Duration::from_micros(1_200));
+        let figures = crate::raft::stats::RaftFigures {
+            is_leader: true,
+            term: 3,
+            applied_index: 41,
+            ..stats.figures()
+        };
+        let gauges = Gauges {
+            raft: Some(figures),
+            ..Gauges::default()
+        };
+        let text = Metrics::new().prometheus(&gauges);
+        for line in [
+            "sigil_raft_is_leader 1",
+            "sigil_raft_term 3",
+            "sigil_raft_applied_index 41",
+            "sigil_raft_proposals_total 1",
+            "sigil_raft_proposed_commands_total 6",
+            "sigil_raft_log_synced_appends_total 2",
+            "# TYPE sigil_raft_commit_duration_seconds histogram",
+            "sigil_raft_commit_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "sigil_raft_commit_duration_seconds_bucket{le=\"0.005\"} 1",
+            "sigil_raft_log_sync_duration_seconds_bucket{le=\"+Inf\"} 1",
+            "sigil_raft_log_sync_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+        let j = Metrics::new().json(&gauges);
+        let gauge = |name: &str| {
+            j["Gauges"]
+                .as_array()
+                .and_then(|a| a.iter().find(|g| g["Name"] == name))
+                .map(|g| g["Value"].clone())
+        };
+        assert_eq!(gauge("sigil.raft.is.leader"), Some(json!(1)));
+        let commit = j["Samples"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["Name"] == "sigil.raft.commit.duration"))
+            .expect("commit sample");
+        assert_eq!(commit["Count"], 1);
     }
 }

@@ -576,6 +576,7 @@ impl Pipeline {
         let gauges = crate::metrics::Gauges {
             tokens: self.tokens.count().ok().map(|n| n as u64),
             audit_devices: self.audit.metrics().devices,
+            raft: self.cell.as_ref().map(crate::raft::RaftCell::figures),
         };
         match format {
             "prometheus" => Ok(Response {

@@ -13,6 +13,7 @@
 //!   through: reads are local, writes are proposals (forwarded to the leader
 //!   from a follower);
 //! - [`tls`]: the cluster port's mutual TLS (cell CA, node certificates);
+//! - [`stats`]: proposal, commit and log-sync figures for `sys/metrics`;
 //! - [`cell`]: a node's Raft instance, assembled and started.
 //!
 //! Log entries and snapshots hold only what the barrier wrote, which is
@@ -25,6 +26,7 @@ pub mod replicated;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
+pub mod stats;
 pub mod tls;
 
 use std::fmt;

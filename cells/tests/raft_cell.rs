@@ -192,6 +192,31 @@ async fn three_nodes_replicate_forward_and_survive_the_leader() {
         assert_eq!(code, 200, "{url}: {body}");
         assert_eq!(body["data"]["data"]["password"], "hunter2", "{url}");
     }
+    // Raft figures in `sys/metrics`: the leader proposed the writes (batched
+    // into entries), every node synced its log and applied them.
+    let figure = |url: &str, kind: &str, name: &str| -> u64 {
+        let (code, m) = call(url, "GET", "sys/metrics", Some(&root), "");
+        assert_eq!(code, 200, "{m}");
+        let field = if kind == "Gauges" { "Value" } else { "Count" };
+        m["data"][kind]
+            .as_array()
+            .and_then(|a| a.iter().find(|g| g["Name"] == name))
+            .and_then(|g| g[field].as_u64())
+            .unwrap_or_else(|| panic!("{name} missing from {url} metrics: {m}"))
+    };
+    for (i, url) in urls.iter().enumerate() {
+        let leading = figure(url, "Gauges", "sigil.raft.is.leader");
+        assert_eq!(leading, u64::from(i == leader), "{url}");
+        assert!(
+            figure(url, "Gauges", "sigil.raft.applied.index") >= index,
+            "{url}"
+        );
+        assert!(figure(url, "Counters", "sigil.raft.log.syncs") > 0, "{url}");
+    }
+    let proposals = figure(&urls[leader], "Counters", "sigil.raft.proposals");
+    assert!(proposals >= 2, "the mount and the write: {proposals}");
+    assert!(figure(&urls[leader], "Counters", "sigil.raft.proposed.commands") >= proposals);
+
     // A policy written through one node applies on another.
     let (code, body) = call(
         &urls[follower],

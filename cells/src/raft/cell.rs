@@ -17,6 +17,7 @@ use super::log_store::LogStore;
 use super::network::{Connector, Peers};
 use super::service::write_error;
 use super::state_machine::{Applied, StateMachine};
+use super::stats::{RaftFigures, RaftStats};
 use super::{
     CellNode, Command, CommandResult, NodeId, Proposal, Raft, RaftMetrics, StoredMembership,
     decode, encode, node_id_of,
@@ -123,6 +124,8 @@ struct Inner {
     ready_term: std::sync::atomic::AtomicU64,
     /// Commands waiting for the proposal batcher (see [`batch_loop`]).
     proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// Proposal and log-sync figures for `sys/metrics`.
+    stats: Arc<RaftStats>,
 }
 
 /// A command waiting to be proposed, and who waits for its outcome.
@@ -155,6 +158,7 @@ async fn batch_loop(
     raft: Raft,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
     mut durable: tokio::sync::watch::Receiver<u128>,
+    stats: Arc<RaftStats>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
@@ -191,12 +195,16 @@ async fn batch_loop(
         let marker = batch[0].command.request_id;
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let raft = raft.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ended = ended_tx;
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(Proposal(commands)).await {
+            let (count, started) = (commands.len(), std::time::Instant::now());
+            let outcome = raft.client_write(Proposal(commands)).await;
+            stats.proposal(count, started.elapsed(), outcome.is_ok());
+            match outcome {
                 Ok(resp) => {
                     let index = resp.log_id.index;
                     let mut results = resp.data.into_iter();
@@ -252,8 +260,9 @@ impl RaftCell {
         settings: RaftSettings,
         connector: Arc<dyn Connector>,
     ) -> Result<Self, CellError> {
-        let log =
-            LogStore::open(&data_dir.join("raft")).map_err(|e| CellError::Raft(e.to_string()))?;
+        let stats = Arc::new(RaftStats::new());
+        let log = LogStore::open(&data_dir.join("raft"), stats.clone())
+            .map_err(|e| CellError::Raft(e.to_string()))?;
         let durable = log.durable_proposals();
         let sm = StateMachine::open(&data_dir.join("state"))
             .map_err(|e| CellError::Raft(e.to_string()))?;
@@ -287,7 +296,7 @@ impl RaftCell {
             .map_err(|e| CellError::Raft(e.to_string()))?;
         peers.set_metrics(raft.metrics());
         let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(raft.clone(), queue, durable));
+        tokio::spawn(batch_loop(raft.clone(), queue, durable, stats.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -300,6 +309,7 @@ impl RaftCell {
                 membership_change: tokio::sync::Mutex::new(()),
                 ready_term: std::sync::atomic::AtomicU64::new(0),
                 proposals,
+                stats,
             }),
         })
     }
@@ -334,6 +344,19 @@ impl RaftCell {
 
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
         self.inner.raft.metrics()
+    }
+
+    /// The node's Raft figures for `sys/metrics`.
+    pub fn figures(&self) -> RaftFigures {
+        let m = self.inner.raft.metrics().borrow().clone();
+        RaftFigures {
+            is_leader: m.current_leader == Some(self.inner.id),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            ..self.inner.stats.figures()
+        }
     }
 
     /// Forms a new cell with `members` (this node among them), if this node

@@ -35,6 +35,7 @@ use rocksdb::{
 };
 use tokio::sync::{mpsc, watch};
 
+use super::stats::RaftStats;
 use super::{Entry, LogId, NodeId, RaftStorageError, TypeConfig, Vote, decode, encode};
 
 const LOG_CF: &str = "log";
@@ -67,7 +68,7 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (creating if needed) the log database at `path` and starts its
     /// flusher on the current runtime.
-    pub fn open(path: &Path) -> Result<Self, RaftStorageError> {
+    pub fn open(path: &Path, stats: Arc<RaftStats>) -> Result<Self, RaftStorageError> {
         let opts = crate::storage::rocks::db_options();
         let cfs = vec![
             ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
@@ -78,7 +79,7 @@ impl LogStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable) = watch::channel(0);
-        tokio::spawn(flush_loop(db.clone(), rx, durable_tx));
+        tokio::spawn(flush_loop(db.clone(), rx, durable_tx, stats));
         Ok(Self {
             db,
             flusher: tx,
@@ -168,6 +169,7 @@ async fn flush_loop(
     db: Arc<DB>,
     mut rx: mpsc::UnboundedReceiver<Flush>,
     durable: watch::Sender<u128>,
+    stats: Arc<RaftStats>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -175,12 +177,14 @@ async fn flush_loop(
             group.push(more);
         }
         let db = db.clone();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || db.flush_wal(true))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "raft log sync failed");
+        match &result {
+            Ok(()) => stats.log_sync(group.len(), started.elapsed()),
+            Err(e) => tracing::error!(error = %e, "raft log sync failed"),
         }
         let mut marker = None;
         for flush in group {
@@ -342,7 +346,7 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| {
                 RaftStorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e)
             })?;
-            let log = LogStore::open(&dir.path().join("raft"))?;
+            let log = LogStore::open(&dir.path().join("raft"), Arc::default())?;
             let sm = StateMachine::open(&dir.path().join("state"))?;
             Ok((dir, log, sm))
         }
