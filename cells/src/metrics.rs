@@ -67,15 +67,13 @@ impl Histogram {
             "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
             self.count
         );
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
         };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
     }
 
     /// Vault's JSON sample shape, milliseconds.
@@ -254,11 +252,11 @@ impl Metrics {
             gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
         }
         if let Some(r) = &gauges.raft {
-            for (name, v) in raft_gauges(r) {
+            for (name, _, v) in raft_gauges(r) {
                 gauge_list
                     .push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Value": v, "Labels": {} }));
             }
-            for (name, n) in raft_counters(r) {
+            for (name, _, n) in raft_counters(r) {
                 counters.push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Count": n, "Labels": {} }));
             }
             samples.push(
@@ -279,48 +277,74 @@ impl Metrics {
     }
 }
 
-/// Raft gauges: (name without the `sigil_` prefix, value).
-fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [(&'static str, u64); 5] {
+/// A Raft figure: name without the `sigil_` prefix (and, for a counter,
+/// without `_total`), help text, value.
+type RaftFigure = (&'static str, &'static str, u64);
+
+fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
     [
-        ("raft_is_leader", u64::from(r.is_leader)),
-        ("raft_term", r.term),
-        ("raft_last_log_index", r.last_log_index),
-        ("raft_applied_index", r.applied_index),
-        ("raft_snapshot_index", r.snapshot_index),
+        (
+            "raft_is_leader",
+            "1 if this node leads its cell, else 0.",
+            u64::from(r.is_leader),
+        ),
+        ("raft_term", "The node's current Raft term.", r.term),
+        (
+            "raft_last_log_index",
+            "Index of the last entry in the node's log.",
+            r.last_log_index,
+        ),
+        (
+            "raft_applied_index",
+            "Index of the last entry applied to the node's state.",
+            r.applied_index,
+        ),
+        (
+            "raft_snapshot_index",
+            "Index the node's latest snapshot covers.",
+            r.snapshot_index,
+        ),
     ]
 }
 
-/// Raft counters: (name without the `sigil_` prefix and `_total`, value).
-fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [(&'static str, u64); 5] {
+fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
     [
-        ("raft_proposals", r.proposals),
-        ("raft_proposed_commands", r.proposed_commands),
-        ("raft_failed_proposals", r.failed_proposals),
-        ("raft_log_syncs", r.log_syncs),
-        ("raft_log_synced_appends", r.log_synced_appends),
+        (
+            "raft_proposals",
+            "Log entries this node proposed as leader.",
+            r.proposals,
+        ),
+        (
+            "raft_proposed_commands",
+            "Client writes those entries carried (batched).",
+            r.proposed_commands,
+        ),
+        (
+            "raft_failed_proposals",
+            "Proposals that ended in an error.",
+            r.failed_proposals,
+        ),
+        (
+            "raft_log_syncs",
+            "Syncs of the Raft log's write-ahead log.",
+            r.log_syncs,
+        ),
+        (
+            "raft_log_synced_appends",
+            "Log appends those syncs made durable.",
+            r.log_synced_appends,
+        ),
     ]
 }
 
 fn raft_prometheus(out: &mut String, r: &crate::raft::stats::RaftFigures) {
-    let help = |name: &str| match name {
-        "raft_is_leader" => "1 if this node leads its cell, else 0.",
-        "raft_term" => "The node's current Raft term.",
-        "raft_last_log_index" => "Index of the last entry in the node's log.",
-        "raft_applied_index" => "Index of the last entry applied to the node's state.",
-        "raft_snapshot_index" => "Index the node's latest snapshot covers.",
-        "raft_proposals" => "Log entries this node proposed as leader.",
-        "raft_proposed_commands" => "Client writes those entries carried (batched).",
-        "raft_failed_proposals" => "Proposals that ended in an error.",
-        "raft_log_syncs" => "Syncs of the Raft log's write-ahead log.",
-        _ => "Log appends those syncs made durable.",
-    };
-    for (name, v) in raft_gauges(r) {
-        let _ = writeln!(out, "# HELP sigil_{name} {}", help(name));
+    for (name, help, v) in raft_gauges(r) {
+        let _ = writeln!(out, "# HELP sigil_{name} {help}");
         let _ = writeln!(out, "# TYPE sigil_{name} gauge");
         let _ = writeln!(out, "sigil_{name} {v}");
     }
-    for (name, v) in raft_counters(r) {
-        let _ = writeln!(out, "# HELP sigil_{name}_total {}", help(name));
+    for (name, help, v) in raft_counters(r) {
+        let _ = writeln!(out, "# HELP sigil_{name}_total {help}");
         let _ = writeln!(out, "# TYPE sigil_{name}_total counter");
         let _ = writeln!(out, "sigil_{name}_total {v}");
     }

@@ -348,7 +348,8 @@ impl RaftCell {
 
     /// The node's Raft figures for `sys/metrics`.
     pub fn figures(&self) -> RaftFigures {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
         RaftFigures {
             is_leader: m.current_leader == Some(self.inner.id),
             term: m.current_term,
