@@ -1,5 +1,5 @@
 //! Replication: the nodes of a cell agree on one log of storage batches
-//! with Raft (openraft 0.9, `docs/architecture.md`, "Raft").
+//! with Raft (openraft 0.10, `docs/architecture.md`, "Raft").
 //!
 //! - [`log_store`]: the Raft log and vote in their own RocksDB, with group
 //!   commit (many appends, one fsync);
@@ -152,6 +152,12 @@ impl Proposal {
     }
 }
 
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proposal of {} command(s)", self.0.len())
+    }
+}
+
 /// A snapshot restore travels through the log like any write, so every
 /// node, and every node that catches up later from the log or from a
 /// snapshot, replaces its state at the same log index with the same bytes.
@@ -235,20 +241,19 @@ openraft::declare_raft_types!(
         R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = CellNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, CellNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, CellNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type RaftStorageError = openraft::StorageError<NodeId>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, CellNode>;
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type EntryPayload = openraft::type_config::alias::EntryPayloadOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+pub type RaftStorageError = openraft::StorageError<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
 /// Encodes a value for the log, the vote record or the wire.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {

@@ -100,8 +100,7 @@ async fn raft_log_state_and_snapshots_hold_no_plaintext() {
         .to_owned();
     let cell = node.node.cell().expect("cell").clone();
     wait_for(WAIT, || {
-        cell.raft()
-            .metrics()
+        cell.metrics()
             .borrow()
             .snapshot
             .filter(|s| s.index >= 200)
@@ -198,7 +197,7 @@ async fn corrupt_snapshots_are_refused_and_change_nothing() {
     assert_eq!(good.len() as u64, size);
 
     let (b, b_addr) = plain_cell(&tmp.path().join("b"), "b").await;
-    let vote = a.raft().metrics().borrow().vote;
+    let vote = a.metrics().borrow().vote;
     let send = |bytes: Vec<u8>| {
         let addr = b_addr.clone();
         let meta = meta.clone();
@@ -394,7 +393,7 @@ async fn concurrent_writes_share_log_entries_and_every_one_is_applied() {
         .apply(Batch::new().put("warm", b"up".to_vec()))
         .await
         .expect("write");
-    let before = a.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    let before = a.metrics().borrow().last_log_index.unwrap_or(0);
     const WRITES: usize = 400;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..WRITES {
@@ -408,7 +407,7 @@ async fn concurrent_writes_share_log_entries_and_every_one_is_applied() {
     while let Some(done) = tasks.join_next().await {
         done.expect("task").expect("write");
     }
-    let after = a.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    let after = a.metrics().borrow().last_log_index.unwrap_or(0);
     let entries = after - before;
     assert!(
         entries >= 1 && (entries as usize) < WRITES / 4,

@@ -20,7 +20,7 @@ use super::state_machine::{Applied, StateMachine};
 use super::stats::{RaftFigures, RaftStats};
 use super::{
     CellNode, Command, CommandResult, NodeId, Proposal, Raft, RaftMetrics, StoredMembership,
-    decode, encode, node_id_of,
+    TypeConfig, decode, encode, node_id_of,
 };
 
 /// Tuning of a node's Raft, from the `[raft]` config section.
@@ -126,6 +126,9 @@ struct Inner {
     proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Proposal and log-sync figures for `sys/metrics`.
     stats: Arc<RaftStats>,
+    /// openraft's metrics, republished on a tokio watch channel (see
+    /// [`forward_metrics`]).
+    metrics: watch::Receiver<RaftMetrics>,
 }
 
 /// A command waiting to be proposed, and who waits for its outcome.
@@ -136,28 +139,21 @@ struct Pending {
 
 /// Proposals in flight at once (appended, replicating or applying).
 const PROPOSALS_IN_FLIGHT: usize = 8;
-/// Longest the batcher waits for a proposal's append to become durable
-/// before it cuts the next one (a proposal that never reaches the log, on a
-/// node that just lost leadership, must not stall the queue for long).
-const APPEND_GATE: Duration = Duration::from_millis(20);
 /// Most commands in one log entry.
 const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most bytes (roughly) in one log entry: with `max_payload_entries` of 64,
 /// an AppendEntries stays well inside the cluster port's message limit.
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
-/// The leader's proposal batcher. openraft appends each `client_write` to
-/// the log and waits for it to be durable before it takes the next one, so
-/// one write per proposal would mean one fsync per write, one after the
-/// other. Instead the batcher hands openraft one proposal at a time, waits
-/// until its append is durable (`durable`, from the log store), and then
-/// sends every command that queued meanwhile as the next entry: one append,
-/// one fsync, one replication round, however many writes. Earlier
-/// proposals keep replicating and applying while later ones are appended.
+/// The leader's proposal batcher. Every command that queued while
+/// [`PROPOSALS_IN_FLIGHT`] proposals were in flight goes into the next log
+/// entry: one entry to encode, append, replicate and apply, however many
+/// writes. openraft 0.10 takes the next proposal while earlier appends are
+/// still syncing, and the log store syncs the appends queued meanwhile
+/// together, so proposals in flight share fsyncs too.
 async fn batch_loop(
     raft: Raft,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
-    mut durable: tokio::sync::watch::Receiver<u128>,
     stats: Arc<RaftStats>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
@@ -192,13 +188,10 @@ async fn batch_loop(
                 }
             }
         }
-        let marker = batch[0].command.request_id;
-        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let raft = raft.clone();
         let stats = stats.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let _ended = ended_tx;
             let (commands, replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             let (count, started) = (commands.len(), std::time::Instant::now());
@@ -227,12 +220,21 @@ async fn batch_loop(
                 }
             }
         });
-        // Hold the next proposal until this one's append is durable (or it
-        // ended without one, or the gate's bound passed).
-        tokio::select! {
-            _ = durable.wait_for(|m| *m == marker) => {}
-            _ = ended => {}
-            _ = tokio::time::sleep(APPEND_GATE) => {}
+    }
+}
+
+/// Republishes openraft's metrics on a tokio watch channel, which the rest
+/// of the node waits on with `wait_for`. Ends when Raft stops.
+async fn forward_metrics(
+    mut from: openraft::type_config::alias::WatchReceiverOf<TypeConfig, RaftMetrics>,
+    to: watch::Sender<RaftMetrics>,
+) {
+    use openraft::async_runtime::watch::WatchReceiver;
+    loop {
+        let current = from.borrow_watched().clone();
+        to.send_replace(current);
+        if from.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -263,7 +265,6 @@ impl RaftCell {
         let stats = Arc::new(RaftStats::new());
         let log = LogStore::open(&data_dir.join("raft"), stats.clone())
             .map_err(|e| CellError::Raft(e.to_string()))?;
-        let durable = log.durable_proposals();
         let sm = StateMachine::open(&data_dir.join("state"))
             .map_err(|e| CellError::Raft(e.to_string()))?;
         let config = openraft::Config {
@@ -294,9 +295,11 @@ impl RaftCell {
         let raft = Raft::new(id, config, peers.clone(), log, sm.clone())
             .await
             .map_err(|e| CellError::Raft(e.to_string()))?;
-        peers.set_metrics(raft.metrics());
+        let (metrics_tx, metrics) = watch::channel(RaftMetrics::new_initial(id));
+        tokio::spawn(forward_metrics(raft.metrics(), metrics_tx));
+        peers.set_metrics(metrics.clone());
         let (proposals, queue) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(raft.clone(), queue, durable, stats.clone()));
+        tokio::spawn(batch_loop(raft.clone(), queue, stats.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -310,6 +313,7 @@ impl RaftCell {
                 ready_term: std::sync::atomic::AtomicU64::new(0),
                 proposals,
                 stats,
+                metrics,
             }),
         })
     }
@@ -343,19 +347,18 @@ impl RaftCell {
     }
 
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
-        self.inner.raft.metrics()
+        self.inner.metrics.clone()
     }
 
     /// The node's Raft figures for `sys/metrics`.
     pub fn figures(&self) -> RaftFigures {
-        let metrics = self.inner.raft.metrics();
-        let m = metrics.borrow();
+        let m = self.inner.metrics.borrow();
         RaftFigures {
             is_leader: m.current_leader == Some(self.inner.id),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
             ..self.inner.stats.figures()
         }
     }
@@ -384,8 +387,7 @@ impl RaftCell {
     /// Whether this node belongs to a cell yet (it founded or joined one).
     pub fn is_member(&self) -> bool {
         self.inner
-            .raft
-            .metrics()
+            .metrics
             .borrow()
             .membership_config
             .membership()
@@ -402,12 +404,12 @@ impl RaftCell {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
+        self.inner.metrics.borrow().current_leader == Some(self.inner.id)
     }
 
     /// The current leader and its address, if one is known.
     pub fn leader(&self) -> Option<(NodeId, CellNode)> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow().clone();
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
@@ -424,10 +426,11 @@ impl RaftCell {
     /// How far behind the cell this node may be; `None` when unknown (no
     /// recent contact with a leader holding its quorum).
     pub fn staleness(&self) -> Option<Duration> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.metrics.borrow();
         if m.current_leader == Some(self.inner.id) {
-            return m.millis_since_quorum_ack.map(Duration::from_millis);
+            return quorum_age(&m);
         }
+        drop(m);
         self.inner.freshness.staleness(self.applied().index())
     }
 
@@ -450,13 +453,13 @@ impl RaftCell {
         let (read, _) = self
             .inner
             .raft
-            .get_read_log_id()
+            .get_read_log_id(openraft::ReadPolicy::ReadIndex)
             .await
             .map_err(|e| match e {
                 RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
                 RaftError::Fatal(f) => Status::unavailable(f.to_string()),
             })?;
-        Ok(read.map_or(0, |l| l.index))
+        Ok(read.index())
     }
 
     /// On a leader: waits, once per term, until this node has applied every
@@ -469,7 +472,7 @@ impl RaftCell {
     /// earlier ones (Raft §5.4.2, §8).
     pub async fn ready_to_lead(&self) -> Result<(), CellError> {
         use std::sync::atomic::Ordering;
-        let term = self.inner.raft.metrics().borrow().current_term;
+        let term = self.inner.metrics.borrow().current_term;
         if self.inner.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
@@ -657,7 +660,7 @@ impl RaftCell {
 
     /// Sleeps until the leader changes, a short while passes, or `deadline`.
     async fn wait_for_leader_change(&self, deadline: Instant) {
-        let mut rx = self.inner.raft.metrics();
+        let mut rx = self.inner.metrics.clone();
         let before = rx.borrow().current_leader;
         let wait = deadline
             .saturating_duration_since(Instant::now())
@@ -823,7 +826,7 @@ impl RaftCell {
         raft.runtime_config().heartbeat(false);
         let wait = self.inner.settings.election_timeout.1 * 4;
         let me = self.inner.id;
-        let mut rx = raft.metrics();
+        let mut rx = self.inner.metrics.clone();
         let moved = tokio::time::timeout(
             wait,
             rx.wait_for(|m| m.current_leader.is_some() && m.current_leader != Some(me)),
@@ -864,6 +867,12 @@ fn describe(s: &Status) -> String {
         cause = c.source();
     }
     text
+}
+
+/// How long ago a leader last heard from its quorum, from its metrics.
+pub(crate) fn quorum_age(m: &RaftMetrics) -> Option<Duration> {
+    use openraft::Instant as _;
+    m.last_quorum_acked.as_ref().map(|at| at.elapsed())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -9,37 +9,31 @@
 //! flush callback to one flusher task. The flusher takes every callback
 //! queued so far, syncs the WAL once, and reports them all durable; appends
 //! that arrive during a sync wait for the next one, and openraft only counts
-//! an entry towards commit after its callback fired. openraft 0.9 itself
-//! waits for each append's callback before the next append, so in practice
-//! each sync covers one append (`sigil_raft_log_synced_appends_total` equals
-//! `sigil_raft_log_syncs_total`); writes share an fsync because one append
-//! carries a batch of them (below).
+//! an entry towards commit after its callback fired. openraft 0.10 submits
+//! the next append without waiting for the last one's callback, so under
+//! load one sync covers several appends
+//! (`sigil_raft_log_synced_appends_total` over `sigil_raft_log_syncs_total`).
 //!
 //! **Durable marker.** After each sync the flusher publishes the request id
 //! of the first command of the last proposal it made durable
-//! ([`LogStore::durable_proposals`]). The leader's proposal batcher waits on
-//! it: openraft takes one append at a time and syncs each before the next,
-//! so proposals handed to it while an append is syncing would each pay
-//! their own fsync; held back in the batcher, they share the next one.
-
-// openraft's storage traits fix the error type, `StorageError`, which is
-// large; the helpers here return it as the traits do.
-#![allow(clippy::result_large_err)]
+//! ([`LogStore::durable_proposals`]), for tests and diagnostics.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader};
+use std::io;
+
+use openraft::RaftLogReader;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 use tokio::sync::{mpsc, watch};
 
 use super::stats::RaftStats;
-use super::{Entry, LogId, NodeId, RaftStorageError, TypeConfig, Vote, decode, encode};
+use super::{Entry, LogId, TypeConfig, Vote, decode, encode};
 
 const LOG_CF: &str = "log";
 const META_CF: &str = "meta";
@@ -58,7 +52,7 @@ pub struct LogStore {
 /// An append waiting for its sync: openraft's callback, and the marker of
 /// the last proposal it holds (see [`LogStore::durable_proposals`]).
 struct Flush {
-    callback: LogFlushed<TypeConfig>,
+    callback: IOFlushed<TypeConfig>,
     marker: Option<u128>,
 }
 
@@ -71,14 +65,13 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (creating if needed) the log database at `path` and starts its
     /// flusher on the current runtime.
-    pub fn open(path: &Path, stats: Arc<RaftStats>) -> Result<Self, RaftStorageError> {
+    pub fn open(path: &Path, stats: Arc<RaftStats>) -> io::Result<Self> {
         let opts = crate::storage::rocks::db_options();
         let cfs = vec![
             ColumnFamilyDescriptor::new(LOG_CF, Options::default()),
             ColumnFamilyDescriptor::new(META_CF, Options::default()),
         ];
-        let db =
-            DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| io_error(ErrorVerb::Read, &e))?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| io_error(&e))?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable) = watch::channel(0);
@@ -96,74 +89,51 @@ impl LogStore {
         self.durable.clone()
     }
 
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
-        self.db.cf_handle(name).ok_or_else(|| {
-            openraft::StorageIOError::<NodeId>::new(
-                ErrorSubject::Store,
-                ErrorVerb::Read,
-                AnyError::error(format!("column family {name} missing")),
-            )
-            .into()
-        })
+    fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(format!("column family {name} missing")))
     }
 
-    fn meta<T: for<'de> serde::Deserialize<'de>>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, RaftStorageError> {
+    fn meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> io::Result<Option<T>> {
         let cf = self.cf(META_CF)?;
-        match self
-            .db
-            .get_cf(cf, key)
-            .map_err(|e| io_error(ErrorVerb::Read, &e))?
-        {
+        match self.db.get_cf(cf, key).map_err(|e| io_error(&e))? {
             None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some).map_err(|e| {
-                corrupt(
-                    ErrorVerb::Read,
-                    format!("meta {}: {e}", String::from_utf8_lossy(key)),
-                )
-            }),
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(format!("meta {}: {e}", String::from_utf8_lossy(key)))),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        sync: bool,
-    ) -> Result<(), RaftStorageError> {
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> io::Result<()> {
         let cf = self.cf(META_CF)?;
-        let bytes = encode(value).map_err(|e| corrupt(ErrorVerb::Write, e.to_string()))?;
+        let bytes = encode(value).map_err(|e| corrupt(e.to_string()))?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db
             .put_cf_opt(cf, key, bytes, &wo)
-            .map_err(|e| io_error(ErrorVerb::Write, &e))
+            .map_err(|e| io_error(&e))
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, RaftStorageError> {
+    fn last_entry_id(&self) -> io::Result<Option<LogId>> {
         let cf = self.cf(LOG_CF)?;
         match self.db.iterator_cf(cf, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
-                let (_, v) = item.map_err(|e| io_error(ErrorVerb::Read, &e))?;
-                let entry: Entry =
-                    decode(&v).map_err(|e| corrupt(ErrorVerb::Read, format!("log entry: {e}")))?;
+                let (_, v) = item.map_err(|e| io_error(&e))?;
+                let entry: Entry = decode(&v).map_err(|e| corrupt(format!("log entry: {e}")))?;
                 Ok(Some(entry.log_id))
             }
         }
     }
 
-    fn delete_range(&self, from: u64, to: u64, sync: bool) -> Result<(), RaftStorageError> {
+    fn delete_range(&self, from: u64, to: u64, sync: bool) -> io::Result<()> {
         let cf = self.cf(LOG_CF)?;
         let mut wb = WriteBatch::default();
         wb.delete_range_cf(cf, from.to_be_bytes(), to.to_be_bytes());
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        self.db
-            .write_opt(wb, &wo)
-            .map_err(|e| io_error(ErrorVerb::Delete, &e))
+        self.db.write_opt(wb, &wo).map_err(|e| io_error(&e))
     }
 }
 
@@ -198,7 +168,7 @@ async fn flush_loop(
                 }
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
-            flush.callback.log_io_completed(outcome);
+            flush.callback.io_completed(outcome);
         }
         if let Some(m) = marker {
             durable.send_replace(m);
@@ -210,7 +180,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, RaftStorageError> {
+    ) -> io::Result<Vec<Entry>> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i.saturating_add(1),
@@ -223,23 +193,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .db
             .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
         {
-            let (k, v) = item.map_err(|e| io_error(ErrorVerb::Read, &e))?;
+            let (k, v) = item.map_err(|e| io_error(&e))?;
             let index = index_of(&k)?;
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry = decode(&v)
-                .map_err(|e| corrupt(ErrorVerb::Read, format!("log entry {index}: {e}")))?;
+            let entry: Entry =
+                decode(&v).map_err(|e| corrupt(format!("log entry {index}: {e}")))?;
             out.push(entry);
         }
         Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.meta(VOTE_KEY)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId> = self.meta(PURGED_KEY)?;
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
@@ -252,29 +226,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         self.put_meta(VOTE_KEY, vote, true)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
-        self.meta(VOTE_KEY)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         // Not synced: after a crash a lower committed index only means the
         // node re-learns it from the leader.
         self.put_meta(COMMITTED_KEY, &committed, false)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
         Ok(self.meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), RaftStorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -286,30 +252,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if let openraft::EntryPayload::Normal(p) = &entry.payload {
                 marker = p.0.first().map(|c| c.request_id).or(marker);
             }
-            let bytes = encode(&entry).map_err(|e| corrupt(ErrorVerb::Write, e.to_string()))?;
+            let bytes = encode(&entry).map_err(|e| corrupt(e.to_string()))?;
             wb.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
-        self.db
-            .write_opt(wb, &wo)
-            .map_err(|e| io_error(ErrorVerb::Write, &e))?;
-        self.flusher.send(Flush { callback, marker }).map_err(|_| {
-            openraft::StorageIOError::<NodeId>::new(
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-                AnyError::error("raft log flusher stopped"),
-            )
-            .into()
-        })
+        self.db.write_opt(wb, &wo).map_err(|e| io_error(&e))?;
+        self.flusher
+            .send(Flush { callback, marker })
+            .map_err(|_| io::Error::other("raft log flusher stopped"))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
-        tracing::debug!(from = log_id.index, "truncating raft log");
-        self.delete_range(log_id.index, u64::MAX, true)
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map_or(0, |id| id.index.saturating_add(1));
+        tracing::debug!(from, "truncating raft log");
+        self.delete_range(from, u64::MAX, true)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // Record the purge point first: a crash between the two leaves
         // entries that are merely unused, never a gap that looks like data.
         self.put_meta(PURGED_KEY, &log_id, true)?;
@@ -317,26 +277,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-fn index_of(key: &[u8]) -> Result<u64, RaftStorageError> {
+fn index_of(key: &[u8]) -> io::Result<u64> {
     let bytes: [u8; 8] = key
         .try_into()
-        .map_err(|_| corrupt(ErrorVerb::Read, format!("log key of {} bytes", key.len())))?;
+        .map_err(|_| corrupt(format!("log key of {} bytes", key.len())))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
-fn io_error(verb: ErrorVerb, e: &rocksdb::Error) -> RaftStorageError {
-    openraft::StorageIOError::<NodeId>::new(ErrorSubject::Logs, verb, AnyError::error(e)).into()
+fn io_error(e: &rocksdb::Error) -> io::Error {
+    io::Error::other(format!("raft log: {e}"))
 }
 
-fn corrupt(verb: ErrorVerb, message: String) -> RaftStorageError {
-    openraft::StorageIOError::<NodeId>::new(ErrorSubject::Logs, verb, AnyError::error(message))
-        .into()
+fn corrupt(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("raft log: {message}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::{ErrorSubject, ErrorVerb};
 
+    use super::super::RaftStorageError;
     use super::super::state_machine::StateMachine;
     use super::*;
 
@@ -349,15 +310,19 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| {
                 RaftStorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e)
             })?;
-            let log = LogStore::open(&dir.path().join("raft"), Arc::default())?;
-            let sm = StateMachine::open(&dir.path().join("state"))?;
+            let log = LogStore::open(&dir.path().join("raft"), Arc::default()).map_err(|e| {
+                RaftStorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Read, e)
+            })?;
+            let sm = StateMachine::open(&dir.path().join("state")).map_err(|e| {
+                RaftStorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e)
+            })?;
             Ok((dir, log, sm))
         }
     }
 
     /// openraft's own storage suite, against the RocksDB log and state machine.
-    #[test]
-    fn log_store_and_state_machine_pass_openraft_suite() {
-        Suite::test_all(Builder).expect("suite");
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_store_and_state_machine_pass_openraft_suite() {
+        Suite::test_all(Builder).await.expect("suite");
     }
 }

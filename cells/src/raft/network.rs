@@ -4,21 +4,17 @@
 //! TLS in a cell and over plain loopback TCP in tests that exercise Raft
 //! alone. Channels connect lazily and are cached per peer address.
 
-// openraft's `RaftNetwork` trait fixes the error type, `RPCError`, which is
-// large; the helpers here return it as the trait does.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use openraft::RaftNetworkV2;
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
-    Unreachable,
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -27,6 +23,7 @@ use sigil_proto::cluster::v1::cluster_client::ClusterClient;
 use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 
+use super::snapshot::SnapshotFile;
 use super::{CellNode, NodeId, RaftMetrics, Snapshot, TypeConfig, Vote, decode, encode};
 
 /// Snapshot data is streamed in chunks of this size.
@@ -110,7 +107,8 @@ impl Peers {
     fn quorum_age_ms(&self) -> Option<u64> {
         self.metrics
             .get()
-            .and_then(|m| m.borrow().millis_since_quorum_ack)
+            .and_then(|m| super::cell::quorum_age(&m.borrow()))
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// A client for the node at `addr`.
@@ -151,10 +149,9 @@ impl Peers {
 impl RaftNetworkFactory<TypeConfig> for Peers {
     type Network = PeerNetwork;
 
-    async fn new_client(&mut self, target: NodeId, node: &CellNode) -> Self::Network {
+    async fn new_client(&mut self, _target: NodeId, node: &CellNode) -> Self::Network {
         PeerNetwork {
             peers: self.clone(),
-            target,
             node: node.clone(),
         }
     }
@@ -164,15 +161,13 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 #[derive(Debug)]
 pub struct PeerNetwork {
     peers: Peers,
-    target: NodeId,
     node: CellNode,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, CellNode, RaftError<NodeId, E>>>;
+type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
 
 impl PeerNetwork {
-    fn client(&self) -> Result<ClusterClient<Channel>, Unreachable> {
+    fn client(&self) -> Result<ClusterClient<Channel>, Unreachable<TypeConfig>> {
         self.peers
             .client(&self.node.cluster_addr)
             .map_err(|e| Unreachable::new(&std::io::Error::other(e)))
@@ -218,20 +213,20 @@ impl PeerNetwork {
         reply: Result<tonic::Response<pb::RaftPayload>, tonic::Status>,
     ) -> RpcResult<T> {
         let reply = reply.map_err(|s| status_error(&s))?.into_inner();
-        let result: Result<T, RaftError<NodeId>> = decode(&reply.payload).map_err(codec_error)?;
+        let result: Result<T, RaftError<TypeConfig>> =
+            decode(&reply.payload).map_err(codec_error)?;
+        // The only error a peer's Raft returns here is that it stopped: to
+        // this node, the peer is unreachable until it comes back.
         result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "{}: {e}",
+                self.node
+            ))))
         })
     }
 }
 
-fn status_error<E: std::error::Error>(
-    s: &tonic::Status,
-) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
+fn status_error(s: &tonic::Status) -> RPCError<TypeConfig> {
     let err = std::io::Error::other(format!("{}: {}", s.code(), s.message()));
     match s.code() {
         // Only a peer that cannot be reached at all puts replication to it
@@ -243,54 +238,59 @@ fn status_error<E: std::error::Error>(
     }
 }
 
-fn codec_error<E: std::error::Error>(
-    e: impl std::fmt::Display,
-) -> RPCError<NodeId, CellNode, RaftError<NodeId, E>> {
+fn codec_error(e: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
 }
 
-impl RaftNetwork<TypeConfig> for PeerNetwork {
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotFile;
+
     /// Backoff for an unreachable peer: 50 ms, doubling to 500 ms. openraft's
     /// default waits 500 ms from the first failure, which stalls commits for
     /// that long whenever one follower blips.
-    fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        Some(openraft::network::Backoff::new(
             (0..4)
                 .map(|i| std::time::Duration::from_millis(50 << i))
                 .chain(std::iter::repeat(std::time::Duration::from_millis(500))),
-        )
+        ))
     }
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
         // openraft gives an AppendEntries one heartbeat to complete, and
         // retries one that timed out with the same entries: a run of large
         // entries (a restore's pieces) would never get through. Send at most
-        // `APPEND_BUDGET` bytes of entries at a time; openraft takes the hint
-        // and sends the rest in the next requests.
+        // `APPEND_BUDGET` bytes of entries at a time and report the part sent
+        // as a partial success; openraft sends the rest next.
         let fit = entries_within(&rpc.entries, APPEND_BUDGET);
-        if fit < rpc.entries.len() {
-            return Err(RPCError::PayloadTooLarge(
-                openraft::error::PayloadTooLarge::new_entries_hint(fit as u64),
-            ));
-        }
+        let cut = (fit < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(fit);
+            rpc.entries.last().map(|e| e.log_id)
+        });
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let mut req = payload_request(&rpc, &option)?;
         if let Some(age) = self.peers.quorum_age_ms() {
             req.metadata_mut().insert(QUORUM_AGE_HEADER, age.into());
         }
         let reply = client.append_entries(req).await;
-        self.decode_reply(reply)
+        let resp: AppendEntriesResponse<TypeConfig> = self.decode_reply(reply)?;
+        Ok(match (resp, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(last)
+            }
+            (resp, _) => resp,
+        })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let req = payload_request(&rpc, &option)?;
         let reply = client.vote(req).await;
@@ -303,7 +303,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let unreachable =
             |e: String| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(e)));
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
@@ -363,18 +363,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let reply = reply
             .map_err(|s| unreachable(format!("{}: {}", s.code(), s.message())))?
             .into_inner();
-        let result: Result<SnapshotResponse<NodeId>, RaftError<NodeId, Fatal<NodeId>>> =
+        let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
             decode(&reply.payload).map_err(|e| unreachable(e.to_string()))?;
-        match result {
-            Ok(r) => Ok(r),
-            Err(RaftError::APIError(f)) | Err(RaftError::Fatal(f)) => {
-                Err(StreamingError::RemoteError(RemoteError::new_with_node(
-                    self.target,
-                    self.node.clone(),
-                    f,
-                )))
-            }
-        }
+        result.map_err(|e| unreachable(format!("{}: {e}", self.node)))
     }
 }
 
@@ -386,7 +377,13 @@ mod tests {
 
     fn entry(index: u64, bytes: usize) -> Entry {
         Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(
+                openraft::impls::leader_id_adv::LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: openraft::EntryPayload::Normal(Proposal(vec![Command::write(
                 Batch::new().put("k", vec![0u8; bytes]),
             )])),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Future, StreamExt};
-use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesRequest;
 use sigil_proto::cluster::v1 as pb;
 use sigil_proto::cluster::v1::cluster_server::{Cluster, ClusterServer};
@@ -20,9 +20,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::cell::RaftCell;
 use super::network::{MAX_MESSAGE, QUORUM_AGE_HEADER};
-use super::snapshot::{self, SnapshotFile};
+use super::snapshot;
 use super::{
-    CellNode, Command, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote, decode, encode, node_id_of,
+    CellNode, Command, Snapshot, SnapshotMeta, TypeConfig, Vote, decode, encode, node_id_of,
 };
 
 /// Runs a client request forwarded by a follower. Implemented by the node;
@@ -80,7 +80,7 @@ fn encoded<T: serde::Serialize>(value: &T) -> Result<Response<pb::RaftPayload>, 
 
 /// Maps a refused proposal to a status the proposer can act on: `NOT_LEADER`
 /// errors name the leader so the follower can retry there.
-pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, CellNode>>) -> Status {
+pub(crate) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             let mut s = Status::failed_precondition("not the leader");
@@ -93,6 +93,14 @@ pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, CellNode
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
             Status::failed_precondition(c.to_string())
+        }
+        // A leader change truncated the entry away: it was never committed,
+        // and the proposer retries with the same request id.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(d)) => {
+            Status::unavailable(format!("the proposal was discarded: {d}"))
+        }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => {
+            Status::failed_precondition(p.to_string())
         }
         RaftError::Fatal(f) => Status::unavailable(format!("raft stopped: {f}")),
     }
@@ -144,8 +152,13 @@ impl Cluster for ClusterService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta, size): (Vote, SnapshotMeta, u64) =
             decode(&first.header).map_err(bad_payload)?;
-        let path = self.cell.state_machine().incoming_path();
-        let file = SnapshotFile::temporary(path.clone(), size);
+        let mut file = self
+            .cell
+            .state_machine()
+            .begin_receiving_snapshot()
+            .map_err(|e| Status::internal(format!("cannot store incoming snapshot: {e}")))?;
+        file.size = size;
+        let path = file.path.clone();
         let mut out = tokio::fs::File::create(&path)
             .await
             .map_err(|e| Status::internal(format!("cannot store incoming snapshot: {e}")))?;
@@ -176,14 +189,14 @@ impl Cluster for ClusterService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| {
-                tracing::warn!(snapshot = %meta.snapshot_id, error = %e, "refusing snapshot");
+                tracing::warn!(index = ?meta.last_log_id.map(|l| l.index), error = %e, "refusing snapshot");
                 Status::data_loss(e.to_string())
             })?;
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: file,
         };
-        let result: Result<_, RaftError<NodeId, Fatal<NodeId>>> = self
+        let result: Result<_, RaftError<TypeConfig>> = self
             .cell
             .raft()
             .install_full_snapshot(vote, snapshot)

@@ -15,23 +15,21 @@
 //! in-memory handle. A crash at any point leaves either the old or the new
 //! state in use, never a mix.
 
-// openraft's storage traits fix the error type, `StorageError`, which is
-// large; the helpers here return it as the traits do.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder};
+use futures::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::watch;
 
 use super::snapshot::{self, SnapshotFile};
 use super::{
-    Command, CommandResult, Entry, LogId, NodeId, Proposal, RaftStorageError, RestoreStep,
-    Snapshot, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
+    Command, CommandResult, Entry, LogId, Proposal, RestoreStep, Snapshot, SnapshotMeta,
+    StoredMembership, TypeConfig, decode, encode,
 };
 use crate::storage::rocks::{SM_META_CF, STATE_CF};
 use crate::storage::{Op, RocksStorage};
@@ -99,16 +97,15 @@ impl std::fmt::Debug for StateMachine {
 
 impl StateMachine {
     /// Opens the state under `dir` (creating it if needed).
-    pub fn open(dir: &Path) -> Result<Self, RaftStorageError> {
-        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(|e| sm_io(ErrorVerb::Write, e))?;
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(sm_io)?;
         let current = match std::fs::read_to_string(dir.join(CURRENT_FILE)) {
             Ok(name) => name.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "db".to_owned(),
-            Err(e) => return Err(sm_io(ErrorVerb::Read, e)),
+            Err(e) => return Err(sm_io(e)),
         };
         remove_stale_dirs(dir, &current);
-        let db =
-            RocksStorage::open(dir.join(&current)).map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        let db = RocksStorage::open(dir.join(&current)).map_err(sm_error)?;
         let applied = read_applied(&db)?;
         let snapshot = read_current_snapshot(dir);
         Ok(Self {
@@ -149,10 +146,7 @@ impl StateMachine {
         self.shared.restores.subscribe()
     }
 
-    fn apply_entries(
-        &self,
-        entries: Vec<Entry>,
-    ) -> Result<Vec<Vec<CommandResult>>, RaftStorageError> {
+    fn apply_entries(&self, entries: Vec<Entry>) -> io::Result<Vec<Vec<CommandResult>>> {
         let db = self.db();
         let rdb = db.db();
         let state = state_cf(&db)?;
@@ -194,20 +188,19 @@ impl StateMachine {
         wb.put_cf(
             meta,
             APPLIED_KEY,
-            encode(&applied.log_id).map_err(|e| sm_error(ErrorVerb::Write, e))?,
+            encode(&applied.log_id).map_err(sm_error)?,
         );
         wb.put_cf(
             meta,
             MEMBERSHIP_KEY,
-            encode(&applied.membership).map_err(|e| sm_error(ErrorVerb::Write, e))?,
+            encode(&applied.membership).map_err(sm_error)?,
         );
         if after / PRUNE_EVERY != before / PRUNE_EVERY && after > REQ_RETENTION {
             prune_request_ids(&db, &mut wb, after - REQ_RETENTION)?;
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
-        rdb.write_opt(wb, &wo)
-            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        rdb.write_opt(wb, &wo).map_err(sm_error)?;
         self.shared.applied.send_replace(applied);
         if touched_watched {
             self.shared.changes.send_modify(|n| *n += 1);
@@ -218,7 +211,7 @@ impl StateMachine {
     /// Takes a RocksDB checkpoint of the current state into a scratch
     /// directory (blocking) and reads what it holds. The caller removes the
     /// directory.
-    fn checkpoint(&self) -> Result<(PathBuf, Applied), RaftStorageError> {
+    fn checkpoint(&self) -> io::Result<(PathBuf, Applied)> {
         let db = self.db();
         let work = self
             .shared
@@ -227,10 +220,10 @@ impl StateMachine {
             .join(format!("build-{}", uuid::Uuid::new_v4()));
         rocksdb::checkpoint::Checkpoint::new(db.db())
             .and_then(|c| c.create_checkpoint(&work))
-            .map_err(|e| snap_error(ErrorVerb::Write, e))?;
+            .map_err(snap_error)?;
         // The checkpoint's own records say exactly what it holds.
         let applied = RocksStorage::open(&work)
-            .map_err(|e| snap_error(ErrorVerb::Read, e))
+            .map_err(snap_error)
             .and_then(|copy| read_applied(&copy));
         match applied {
             Ok(applied) => Ok((work, applied)),
@@ -244,58 +237,43 @@ impl StateMachine {
     /// Packs the state as it is now into `out` (blocking): the file an
     /// operator saves (`GET sys/storage/raft/snapshot`). Returns its size
     /// and the log index it covers.
-    pub fn export(&self, out: &Path) -> Result<(u64, u64), RaftStorageError> {
+    pub fn export(&self, out: &Path) -> io::Result<(u64, u64)> {
         let (work, applied) = self.checkpoint()?;
-        let packed = snapshot::pack(&work, out).map_err(|e| snap_error(ErrorVerb::Write, e));
+        let packed = snapshot::pack(&work, out).map_err(snap_error);
         let _ = std::fs::remove_dir_all(&work);
         Ok((packed?, applied.index()))
     }
 
     /// Builds a snapshot of the current state (blocking: checkpoint and pack).
-    fn build(&self) -> Result<(SnapshotMeta, PathBuf, u64), RaftStorageError> {
+    fn build(&self) -> io::Result<(SnapshotMeta, PathBuf, u64)> {
         let (work, applied) = self.checkpoint()?;
         let last = applied.log_id;
-        let id = match last {
-            Some(l) => format!(
-                "{}-{}-{}",
-                l.leader_id.term,
-                l.index,
-                uuid::Uuid::new_v4().simple()
-            ),
-            None => format!("0-0-{}", uuid::Uuid::new_v4().simple()),
-        };
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: applied.membership,
-            snapshot_id: id.clone(),
         };
+        let id = snapshot_file_name(&meta);
         let path = self
             .shared
             .dir
             .join(SNAPSHOT_DIR)
             .join(format!("{id}.snap"));
-        let packed = snapshot::pack(&work, &path).map_err(|e| snap_error(ErrorVerb::Write, e));
+        let packed = snapshot::pack(&work, &path).map_err(snap_error);
         let _ = std::fs::remove_dir_all(&work);
         let size = packed?;
         self.set_current_snapshot(meta.clone(), path.clone(), size)?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = size, "snapshot built");
+        tracing::info!(snapshot = %id, bytes = size, "snapshot built");
         Ok((meta, path, size))
     }
 
     /// Records `path` as the current snapshot and removes older ones.
-    fn set_current_snapshot(
-        &self,
-        meta: SnapshotMeta,
-        path: PathBuf,
-        size: u64,
-    ) -> Result<(), RaftStorageError> {
-        let record = serde_json::to_vec(&(&meta, &path, size))
-            .map_err(|e| snap_error(ErrorVerb::Write, e))?;
+    fn set_current_snapshot(&self, meta: SnapshotMeta, path: PathBuf, size: u64) -> io::Result<()> {
+        let record = serde_json::to_vec(&(&meta, &path, size)).map_err(snap_error)?;
         write_atomically(
             &self.shared.dir.join(SNAPSHOT_DIR).join("current.json"),
             &record,
         )
-        .map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        .map_err(snap_error)?;
         let mut current = self
             .shared
             .current
@@ -310,38 +288,34 @@ impl StateMachine {
     }
 
     /// Installs the packed snapshot (blocking).
-    fn install(&self, meta: &SnapshotMeta, file: SnapshotFile) -> Result<(), RaftStorageError> {
-        snapshot::verify(&file.path).map_err(|e| snap_error(ErrorVerb::Read, e))?;
+    fn install(&self, meta: &SnapshotMeta, file: SnapshotFile) -> io::Result<()> {
+        snapshot::verify(&file.path).map_err(snap_error)?;
         let name = format!("db-{}", uuid::Uuid::new_v4().simple());
         let dest = self.shared.dir.join(&name);
-        snapshot::unpack(&file.path, &dest).map_err(|e| snap_error(ErrorVerb::Read, e))?;
-        let db = RocksStorage::open(&dest).map_err(|e| snap_error(ErrorVerb::Read, e))?;
+        snapshot::unpack(&file.path, &dest).map_err(snap_error)?;
+        let db = RocksStorage::open(&dest).map_err(snap_error)?;
         let applied = read_applied(&db)?;
         if applied.log_id != meta.last_log_id {
             drop(db);
             let _ = std::fs::remove_dir_all(&dest);
-            return Err(snap_error(
-                ErrorVerb::Read,
-                format!(
-                    "snapshot {} holds state up to {:?}, its metadata says {:?}",
-                    meta.snapshot_id, applied.log_id, meta.last_log_id
-                ),
-            ));
+            return Err(snap_error(format!(
+                "snapshot holds state up to {:?}, its metadata says {:?}",
+                applied.log_id, meta.last_log_id
+            )));
         }
-        self.switch_to(&name, db, applied)
-            .map_err(|e| snap_error(ErrorVerb::Write, e))?;
+        self.switch_to(&name, db, applied).map_err(snap_error)?;
         // Keep what was installed as this node's current snapshot.
         let kept = self
             .shared
             .dir
             .join(SNAPSHOT_DIR)
-            .join(format!("{}.snap", meta.snapshot_id));
+            .join(format!("{}.snap", snapshot_file_name(meta)));
         let size = file.size;
         if std::fs::rename(&file.path, &kept).is_ok() {
             let _ = file.keep();
             self.set_current_snapshot(meta.clone(), kept, size)?;
         }
-        tracing::info!(snapshot = %meta.snapshot_id, index = ?meta.last_log_id.map(|l| l.index), "snapshot installed");
+        tracing::info!(index = ?meta.last_log_id.map(|l| l.index), "snapshot installed");
         Ok(())
     }
 }
@@ -358,7 +332,7 @@ fn apply_command(
     touched_watched: &mut bool,
     index: u64,
     command: Command,
-) -> Result<CommandResult, RaftStorageError> {
+) -> io::Result<CommandResult> {
     let Command {
         request_id,
         batch,
@@ -367,10 +341,7 @@ fn apply_command(
     let rkey = req_key(request_id);
     let seen = match overlay.get(&rkey) {
         Some(v) => v.is_some(),
-        None => rdb
-            .get_cf(meta, &rkey)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
-            .is_some(),
+        None => rdb.get_cf(meta, &rkey).map_err(sm_error)?.is_some(),
     };
     if seen {
         return Ok(CommandResult::Duplicate);
@@ -398,9 +369,7 @@ fn apply_command(
     for (key, condition) in &batch.preconditions {
         let current = match overlay.get(key) {
             Some(v) => v.clone(),
-            None => rdb
-                .get_cf(state, key)
-                .map_err(|e| sm_error(ErrorVerb::Read, e))?,
+            None => rdb.get_cf(state, key).map_err(sm_error)?,
         };
         if !condition.holds(current.as_deref()) {
             return Ok(CommandResult::PreconditionFailed {
@@ -431,9 +400,9 @@ impl StateMachine {
     /// same outcome from the same staged bytes: the state is replaced, or
     /// (a piece missing, a checksum wrong) nothing but the applied index
     /// changes and the staged pieces are dropped.
-    fn apply_restore(&self, entry: Entry) -> Result<CommandResult, RaftStorageError> {
+    fn apply_restore(&self, entry: Entry) -> io::Result<CommandResult> {
         let EntryPayload::Normal(Proposal(mut commands)) = entry.payload else {
-            return Err(sm_error(ErrorVerb::Write, "not a restore commit"));
+            return Err(sm_error("not a restore commit"));
         };
         let Some(Command {
             request_id,
@@ -441,7 +410,7 @@ impl StateMachine {
             ..
         }) = commands.pop()
         else {
-            return Err(sm_error(ErrorVerb::Write, "not a restore commit"));
+            return Err(sm_error("not a restore commit"));
         };
         let mut applied = self.shared.applied.borrow().clone();
         applied.log_id = Some(entry.log_id);
@@ -450,7 +419,7 @@ impl StateMachine {
         let seen = db
             .db()
             .get_cf(meta, req_key(request_id))
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+            .map_err(sm_error)?
             .is_some();
         let outcome = if seen {
             Err(None)
@@ -467,12 +436,10 @@ impl StateMachine {
                 wb.put_cf(
                     meta,
                     APPLIED_KEY,
-                    encode(&applied.log_id).map_err(|e| sm_error(ErrorVerb::Write, e))?,
+                    encode(&applied.log_id).map_err(sm_error)?,
                 );
                 remember_request(&mut wb, meta, request_id, entry.log_id.index);
-                db.db()
-                    .write(wb)
-                    .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+                db.db().write(wb).map_err(sm_error)?;
                 self.shared.applied.send_replace(applied);
                 Ok(match why {
                     None => CommandResult::Duplicate,
@@ -601,6 +568,16 @@ impl StateMachine {
     }
 }
 
+/// A fresh file name for a snapshot covering `meta`: term and index, so an
+/// operator can tell snapshots apart, and a random part, so two snapshots of
+/// the same index never share a file.
+fn snapshot_file_name(meta: &SnapshotMeta) -> String {
+    let (term, index) = meta
+        .last_log_id
+        .map_or((0, 0), |l| (l.leader_id.term, l.index));
+    format!("{term}-{index}-{}", uuid::Uuid::new_v4().simple())
+}
+
 fn is_restore_commit(entry: &Entry) -> bool {
     matches!(&entry.payload, EntryPayload::Normal(p) if p.is_restore_commit())
 }
@@ -698,29 +675,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn read_applied(db: &RocksStorage) -> Result<Applied, RaftStorageError> {
+fn read_applied(db: &RocksStorage) -> io::Result<Applied> {
     let cf = meta_cf(db)?;
-    let get = |key: &[u8]| {
-        db.db()
-            .get_cf(cf, key)
-            .map_err(|e| sm_error(ErrorVerb::Read, e))
-    };
+    let get = |key: &[u8]| db.db().get_cf(cf, key).map_err(sm_error);
     let log_id = match get(APPLIED_KEY)? {
-        Some(b) => decode::<Option<LogId>>(&b).map_err(|e| sm_error(ErrorVerb::Read, e))?,
+        Some(b) => decode::<Option<LogId>>(&b).map_err(sm_error)?,
         None => None,
     };
     let membership = match get(MEMBERSHIP_KEY)? {
-        Some(b) => decode::<StoredMembership>(&b).map_err(|e| sm_error(ErrorVerb::Read, e))?,
+        Some(b) => decode::<StoredMembership>(&b).map_err(sm_error)?,
         None => StoredMembership::default(),
     };
     Ok(Applied { log_id, membership })
 }
 
-fn prune_request_ids(
-    db: &RocksStorage,
-    wb: &mut WriteBatch,
-    below: u64,
-) -> Result<(), RaftStorageError> {
+fn prune_request_ids(db: &RocksStorage, wb: &mut WriteBatch, below: u64) -> io::Result<()> {
     let cf = meta_cf(db)?;
     let mut end = REQLOG_PREFIX.to_vec();
     end.extend_from_slice(&below.to_be_bytes());
@@ -729,7 +698,7 @@ fn prune_request_ids(
         rocksdb::IteratorMode::From(REQLOG_PREFIX, rocksdb::Direction::Forward),
     );
     for item in iter {
-        let (k, _) = item.map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        let (k, _) = item.map_err(sm_error)?;
         if !k.starts_with(REQLOG_PREFIX) || k.as_ref() >= end.as_slice() {
             break;
         }
@@ -768,110 +737,110 @@ fn reqlog_key(index: u64, id: u128) -> Vec<u8> {
     k
 }
 
-fn state_cf(db: &RocksStorage) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
+fn state_cf(db: &RocksStorage) -> io::Result<&rocksdb::ColumnFamily> {
     db.db()
         .cf_handle(STATE_CF)
-        .ok_or_else(|| sm_error(ErrorVerb::Read, "state column family missing"))
+        .ok_or_else(|| sm_error("state column family missing"))
 }
 
-fn meta_cf(db: &RocksStorage) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
+fn meta_cf(db: &RocksStorage) -> io::Result<&rocksdb::ColumnFamily> {
     db.db()
         .cf_handle(SM_META_CF)
-        .ok_or_else(|| sm_error(ErrorVerb::Read, "state-machine column family missing"))
+        .ok_or_else(|| sm_error("state-machine column family missing"))
 }
 
-fn sm_error(verb: ErrorVerb, e: impl ToString) -> RaftStorageError {
-    openraft::StorageIOError::<NodeId>::new(ErrorSubject::StateMachine, verb, AnyError::error(e))
-        .into()
+fn sm_error(e: impl ToString) -> io::Error {
+    io::Error::other(format!("state machine: {}", e.to_string()))
 }
 
-fn sm_io(verb: ErrorVerb, e: std::io::Error) -> RaftStorageError {
-    openraft::StorageIOError::<NodeId>::new(ErrorSubject::StateMachine, verb, AnyError::error(e))
-        .into()
+fn sm_io(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("state machine: {e}"))
 }
 
-fn snap_error(verb: ErrorVerb, e: impl ToString) -> RaftStorageError {
-    openraft::StorageIOError::<NodeId>::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e))
-        .into()
+fn snap_error(e: impl ToString) -> io::Error {
+    io::Error::other(format!("snapshot: {}", e.to_string()))
 }
 
 /// Runs blocking state-machine work off the async workers.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RaftStorageError> + Send + 'static,
-) -> Result<T, RaftStorageError> {
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| sm_error(ErrorVerb::Write, format!("state machine task failed: {e}")))?
+        .map_err(|e| sm_error(format!("task failed: {e}")))?
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, RaftStorageError> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let sm = self.clone();
         let (meta, path, size) = blocking(move || sm.build()).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile::kept(path, size)),
+            snapshot: SnapshotFile::kept(path, size),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let a = self.shared.applied.borrow().clone();
         Ok((a.log_id, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, RaftStorageError>
+    async fn apply<S>(&mut self, entries: S) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        // A restore commit replaces the database: what comes before it is
+        // The stream is the run of committed entries openraft read from the
+        // log for this apply; all of it is written in one RocksDB write, but
+        // a restore commit replaces the database: what comes before it is
         // written to the old one, what comes after to the new one.
-        let mut results = Vec::new();
+        let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut pending = Vec::new();
-        for entry in entries {
+        let mut responders = Vec::new();
+        for (entry, responder) in items {
             if is_restore_commit(&entry) {
                 if !pending.is_empty() {
-                    results.extend(self.apply_entries(std::mem::take(&mut pending))?);
+                    let results = self.apply_entries(std::mem::take(&mut pending))?;
+                    respond(std::mem::take(&mut responders), results);
                 }
                 let sm = self.clone();
-                results.push(vec![blocking(move || sm.apply_restore(entry)).await?]);
+                let result = blocking(move || sm.apply_restore(entry)).await?;
+                if let Some(r) = responder {
+                    r.send(vec![result]);
+                }
             } else {
                 pending.push(entry);
+                responders.push(responder);
             }
         }
         if !pending.is_empty() {
-            results.extend(self.apply_entries(pending)?);
+            let results = self.apply_entries(pending)?;
+            respond(responders, results);
         }
-        Ok(results)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
-        let path = self.incoming_path();
-        std::fs::File::create(&path).map_err(|e| snap_error(ErrorVerb::Write, e))?;
-        Ok(Box::new(SnapshotFile::temporary(path, 0)))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<SnapshotFile>,
-    ) -> Result<(), RaftStorageError> {
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
         let sm = self.clone();
         let meta = meta.clone();
-        blocking(move || sm.install(&meta, *snapshot)).await
+        blocking(move || sm.install(&meta, snapshot)).await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, RaftStorageError> {
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let current = self
             .shared
             .current
@@ -884,15 +853,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Hand out a hard link, so a newer snapshot replacing this one
         // cannot pull the file from under a transfer in progress.
         let link = self.incoming_path();
-        std::fs::hard_link(&path, &link).map_err(|e| snap_error(ErrorVerb::Read, e))?;
+        std::fs::hard_link(&path, &link).map_err(snap_error)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotFile::temporary(link, size)),
+            snapshot: SnapshotFile::temporary(link, size),
         }))
     }
 }
 
+/// Hands each applied entry's results to the client waiting for it, if any.
+fn respond(
+    responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>,
+    results: Vec<Vec<CommandResult>>,
+) {
+    for (responder, result) in responders.into_iter().zip(results) {
+        if let Some(r) = responder {
+            r.send(result);
+        }
+    }
+}
+
 impl StateMachine {
+    /// An empty file for a snapshot on its way in from the leader.
+    pub fn begin_receiving_snapshot(&self) -> io::Result<SnapshotFile> {
+        let path = self.incoming_path();
+        std::fs::File::create(&path).map_err(snap_error)?;
+        Ok(SnapshotFile::temporary(path, 0))
+    }
+
     /// A fresh path for a snapshot file on its way in or out.
     pub fn incoming_path(&self) -> PathBuf {
         self.shared
