@@ -156,7 +156,8 @@ async fn batch_loop(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
     stats: Arc<RaftStats>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    let in_flight = std::env::var("SIGIL_EXP_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(PROPOSALS_IN_FLIGHT);
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {

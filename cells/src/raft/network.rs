@@ -7,16 +7,20 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use openraft::RaftNetworkV2;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use sigil_proto::cluster::v1 as pb;
 use sigil_proto::cluster::v1::cluster_client::ClusterClient;
@@ -174,6 +178,20 @@ impl PeerNetwork {
     }
 }
 
+/// What a pipelined AppendEntries stream yields for each request.
+type StreamItem = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// How long a pipelined AppendEntries may go unanswered (checked each tick
+/// of this length, so a stalled stream ends after one to two of them).
+const STREAM_STALL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Requests sent and replies received on one AppendEntries stream.
+#[derive(Debug, Default)]
+struct StreamCounts {
+    sent: AtomicU64,
+    replied: AtomicU64,
+}
+
 /// Most bytes of entries (roughly) in one AppendEntries.
 const APPEND_BUDGET: usize = 256 << 10;
 
@@ -283,6 +301,92 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 AppendEntriesResponse::PartialSuccess(last)
             }
             (resp, _) => resp,
+        })
+    }
+
+    /// Pipelined AppendEntries over one gRPC stream: requests go out as
+    /// openraft produces them, without waiting for the replies, so a
+    /// follower's fsyncs overlap the leader's next appends. A request
+    /// unanswered for [`STREAM_STALL`] (and up to twice that) ends the stream
+    /// with a network error; openraft opens a new one.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamItem>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client().map_err(RPCError::Unreachable)?;
+            let counts = Arc::new(StreamCounts::default());
+            let sent = counts.clone();
+            let peers = self.peers.clone();
+            let requests = input
+                .map(move |rpc| encode(&(peers.quorum_age_ms(), rpc)))
+                .take_while(|r| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot encode AppendEntries; ending the stream");
+                    }
+                    std::future::ready(r.is_ok())
+                })
+                .filter_map(move |r| {
+                    sent.sent.fetch_add(1, Ordering::AcqRel);
+                    std::future::ready(r.ok().map(|p| pb::RaftPayload { payload: p.into() }))
+                });
+            let replies = client
+                .append_stream(tonic::Request::new(requests))
+                .await
+                .map_err(|s| status_error(&s))?
+                .into_inner();
+            let node = self.node.clone();
+            let out = futures::stream::unfold(Some((replies, counts, 0u64)), move |state| {
+                let node = node.clone();
+                async move {
+                    let (mut replies, counts, mut stalled_at) = state?;
+                    let next = loop {
+                        match tokio::time::timeout(STREAM_STALL, replies.next()).await {
+                            Ok(next) => break next,
+                            Err(_) => {
+                                // Unanswered since the last tick as well: stalled.
+                                let replied = counts.replied.load(Ordering::Acquire);
+                                let sent = counts.sent.load(Ordering::Acquire);
+                                if sent > replied && stalled_at == replied + 1 {
+                                    let e = codec_error(format!(
+                                        "{node} answered no AppendEntries for {STREAM_STALL:?}"
+                                    ));
+                                    return Some((Err(e), None));
+                                }
+                                stalled_at = if sent > replied { replied + 1 } else { 0 };
+                            }
+                        }
+                    };
+                    let item = match next? {
+                        Err(status) => return Some((Err(status_error(&status)), None)),
+                        Ok(msg) => msg,
+                    };
+                    counts.replied.fetch_add(1, Ordering::AcqRel);
+                    let decoded: Result<Result<StreamAppendResult<TypeConfig>, String>, _> =
+                        decode(&item.payload);
+                    match decoded {
+                        Ok(Ok(result)) => {
+                            // A refusal (conflict, higher vote) ends the stream.
+                            let more = result.is_ok();
+                            Some((Ok(result), more.then_some((replies, counts, stalled_at))))
+                        }
+                        // The peer's Raft stopped: unreachable until it is back.
+                        Ok(Err(fatal)) => Some((
+                            Err(RPCError::Unreachable(Unreachable::new(
+                                &std::io::Error::other(format!("{node}: {fatal}")),
+                            ))),
+                            None,
+                        )),
+                        Err(e) => Some((Err(codec_error(e)), None)),
+                    }
+                }
+            });
+            let out: BoxStream<'s, StreamItem> = Box::pin(out);
+            Ok(out)
         })
     }
 

@@ -106,8 +106,61 @@ pub(crate) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>
     }
 }
 
+/// The replies of a pipelined AppendEntries stream (see
+/// [`Cluster::append_stream`]).
+type AppendReplies = Pin<Box<dyn futures::Stream<Item = Result<pb::RaftPayload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type AppendStreamStream = AppendReplies;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::RaftPayload>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        // Each reply answers the request at the front of `sent`: what the
+        // leader said of its quorum then, and its commit index, so an
+        // accepted request updates this node's freshness as a unary one does.
+        let sent: Arc<std::sync::Mutex<std::collections::VecDeque<(Option<u64>, u64)>>> =
+            Arc::default();
+        let incoming = req.into_inner();
+        let queue = sent.clone();
+        // A request that does not decode ends the stream: what follows it
+        // could not be in order.
+        let requests = incoming
+            .take_while(|m| std::future::ready(m.is_ok()))
+            .filter_map(|m| std::future::ready(m.ok()))
+            .map(|m| decode::<(Option<u64>, AppendEntriesRequest<TypeConfig>)>(&m.payload))
+            .take_while(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "undecodable AppendEntries in a stream; ending it");
+                }
+                std::future::ready(r.is_ok())
+            })
+            .filter_map(|r| std::future::ready(r.ok()))
+            .map(move |(age, rpc)| {
+                let commit = rpc.leader_commit.map_or(0, |l| l.index);
+                queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back((age, commit));
+                rpc
+            });
+        let cell = self.cell.clone();
+        let replies = self.cell.raft().stream_append(requests).map(move |result| {
+            let front = sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            if let (Ok(Ok(_)), Some((Some(age), commit))) = (&result, front) {
+                cell.freshness().record(Duration::from_millis(age), commit);
+            }
+            let result = result.map_err(|fatal| fatal.to_string());
+            let payload = encode(&result).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(pb::RaftPayload {
+                payload: payload.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(
         &self,
         req: Request<pb::RaftPayload>,
