@@ -137,8 +137,12 @@ struct Pending {
     reply: tokio::sync::oneshot::Sender<Result<(CommandResult, u64), Status>>,
 }
 
-/// Proposals in flight at once (appended, replicating or applying).
-const PROPOSALS_IN_FLIGHT: usize = 8;
+/// Proposals in flight at once (appended, replicating or applying). Few
+/// and large beats many and small: each entry costs encoding, a log write,
+/// replication and an apply on every node, whatever it carries. Measured
+/// with 64 clients on a three-node cell (`docs/benchmarks.md`): 1 or 2 in
+/// flight gave 2,130-2,460 writes/s, 8 gave 1,720-1,790 and 32 gave 1,610.
+const PROPOSALS_IN_FLIGHT: usize = 2;
 /// Most commands in one log entry.
 const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most bytes (roughly) in one log entry: with `max_payload_entries` of 64,
@@ -156,8 +160,7 @@ async fn batch_loop(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
     stats: Arc<RaftStats>,
 ) {
-    let in_flight = std::env::var("SIGIL_EXP_IN_FLIGHT").ok().and_then(|v| v.parse().ok()).unwrap_or(PROPOSALS_IN_FLIGHT);
-    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {

@@ -13,10 +13,6 @@
 //! the next append without waiting for the last one's callback, so under
 //! load one sync covers several appends
 //! (`sigil_raft_log_synced_appends_total` over `sigil_raft_log_syncs_total`).
-//!
-//! **Durable marker.** After each sync the flusher publishes the request id
-//! of the first command of the last proposal it made durable
-//! ([`LogStore::durable_proposals`]), for tests and diagnostics.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -30,7 +26,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::stats::RaftStats;
 use super::{Entry, LogId, TypeConfig, Vote, decode, encode};
@@ -45,15 +41,7 @@ const PURGED_KEY: &[u8] = b"purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::UnboundedSender<Flush>,
-    durable: watch::Receiver<u128>,
-}
-
-/// An append waiting for its sync: openraft's callback, and the marker of
-/// the last proposal it holds (see [`LogStore::durable_proposals`]).
-struct Flush {
-    callback: IOFlushed<TypeConfig>,
-    marker: Option<u128>,
+    flusher: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
 }
 
 impl Debug for LogStore {
@@ -74,19 +62,8 @@ impl LogStore {
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| io_error(&e))?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
-        let (durable_tx, durable) = watch::channel(0);
-        tokio::spawn(flush_loop(db.clone(), rx, durable_tx, stats));
-        Ok(Self {
-            db,
-            flusher: tx,
-            durable,
-        })
-    }
-
-    /// The marker (first command's request id) of the last proposal whose
-    /// append is durable here; 0 before any.
-    pub fn durable_proposals(&self) -> watch::Receiver<u128> {
-        self.durable.clone()
+        tokio::spawn(flush_loop(db.clone(), rx, stats));
+        Ok(Self { db, flusher: tx })
     }
 
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
@@ -140,8 +117,7 @@ impl LogStore {
 /// Syncs the WAL once for every group of queued appends (see the module docs).
 async fn flush_loop(
     db: Arc<DB>,
-    mut rx: mpsc::UnboundedReceiver<Flush>,
-    durable: watch::Sender<u128>,
+    mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
     stats: Arc<RaftStats>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -159,19 +135,12 @@ async fn flush_loop(
             Ok(()) => stats.log_sync(group.len(), started.elapsed()),
             Err(e) => tracing::error!(error = %e, "raft log sync failed"),
         }
-        let mut marker = None;
-        for flush in group {
+        for callback in group {
             let outcome = match &result {
-                Ok(()) => {
-                    marker = flush.marker.or(marker);
-                    Ok(())
-                }
+                Ok(()) => Ok(()),
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
-            flush.callback.io_completed(outcome);
-        }
-        if let Some(m) = marker {
-            durable.send_replace(m);
+            callback.io_completed(outcome);
         }
     }
 }
@@ -247,11 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = self.cf(LOG_CF)?;
         let mut wb = WriteBatch::default();
-        let mut marker = None;
         for entry in entries {
-            if let openraft::EntryPayload::Normal(p) = &entry.payload {
-                marker = p.0.first().map(|c| c.request_id).or(marker);
-            }
             let bytes = encode(&entry).map_err(|e| corrupt(e.to_string()))?;
             wb.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
         }
@@ -259,7 +224,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         wo.set_sync(false);
         self.db.write_opt(wb, &wo).map_err(|e| io_error(&e))?;
         self.flusher
-            .send(Flush { callback, marker })
+            .send(callback)
             .map_err(|_| io::Error::other("raft log flusher stopped"))
     }
 
