@@ -873,9 +873,15 @@ fn describe(s: &Status) -> String {
     text
 }
 
-/// How long ago a leader last heard from its quorum, from its metrics.
+/// How long ago a leader last heard from its quorum, from its metrics. A
+/// lone voter is its own quorum: openraft records no acknowledgement for
+/// it, and it is never behind.
 pub(crate) fn quorum_age(m: &RaftMetrics) -> Option<Duration> {
     use openraft::Instant as _;
+    let mut voters = m.membership_config.membership().voter_ids();
+    if voters.next() == Some(m.id) && voters.next().is_none() {
+        return Some(Duration::ZERO);
+    }
     m.last_quorum_acked.as_ref().map(|at| at.elapsed())
 }
 
