@@ -6,7 +6,9 @@
 //! - a join under a name another node already holds is refused, naming it;
 //! - an operator's restore replaces the state on every replica at one log
 //!   index, and a corrupt file is refused at its commit, changing nothing;
-//! - concurrent writes share log entries, and every one is applied.
+//! - concurrent writes share log entries, and every one is applied;
+//! - undecodable AppendEntries, unary or streamed, are refused and change
+//!   nothing.
 
 mod common;
 
@@ -417,4 +419,56 @@ async fn concurrent_writes_share_log_entries_and_every_one_is_applied() {
         let got = store.get(format!("c{i:04}").as_bytes()).expect("read");
         assert_eq!(got, Some(vec![(i % 251) as u8; 64]), "c{i:04}");
     }
+}
+
+/// Messages a peer cannot have meant are refused without harm: an
+/// undecodable unary AppendEntries is `INVALID_ARGUMENT`, an undecodable
+/// request on the pipelined stream ends that stream with no reply, and the
+/// node goes on replicating and writing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_append_entries_are_refused_and_change_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (b, b_addr) = plain_cell(&tmp.path().join("b"), "b").await;
+    let mut client = ClusterClient::connect(format!("http://{b_addr}"))
+        .await
+        .expect("connect");
+    let garbage = || pb::RaftPayload {
+        payload: vec![0xff; 37].into(),
+    };
+
+    let err = client
+        .append_entries(garbage())
+        .await
+        .expect_err("garbage refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let replies = client
+        .append_stream(futures::stream::iter(vec![garbage(), garbage()]))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let replies: Vec<_> =
+        tokio::time::timeout(WAIT, futures::StreamExt::collect::<Vec<_>>(replies))
+            .await
+            .expect("the stream ends");
+    assert!(
+        replies.is_empty(),
+        "no reply to an undecodable request: {replies:?}"
+    );
+    assert_eq!(b.applied().index(), 0, "nothing applied");
+    assert!(b.metrics().borrow().current_leader.is_none());
+
+    // The same node still founds a cell and takes writes.
+    assert!(b.found().await.expect("found"));
+    let store = ReplicatedStorage::new(b.clone());
+    wait_for(WAIT, || b.is_leader().then_some(())).expect("leader");
+    store
+        .apply(Batch::new().put("after", "ok"))
+        .await
+        .expect("write after garbage");
+    assert_eq!(
+        b.state_machine().db().get(b"after").expect("get"),
+        Some(b"ok".to_vec())
+    );
+    b.shutdown().await;
 }
