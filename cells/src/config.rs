@@ -59,6 +59,11 @@ pub struct Config {
     /// swapped to disk; use encrypted swap or none.
     #[serde(default)]
     pub disable_mlock: bool,
+    /// MiB of state entries (ciphertext) kept in memory in front of RocksDB
+    /// for reads; 0 turns the cache off (Vault's `cache_size` and
+    /// `disable_cache`, bounded by bytes rather than entries).
+    #[serde(default = "default_cache_size_mb")]
+    pub cache_size_mb: u64,
     #[serde(default)]
     pub listener: ListenerConfig,
     #[serde(default)]
@@ -88,6 +93,14 @@ pub struct ListenerConfig {
     #[serde(default = "default_max_body")]
     pub max_request_size: usize,
 }
+
+fn default_cache_size_mb() -> u64 {
+    crate::raft::read_cache::DEFAULT_CACHE_BYTES >> 20
+}
+
+/// The largest `cache_size_mb` accepted: 1 TiB, far beyond any sane cache,
+/// but small enough that the byte count cannot overflow.
+const MAX_CACHE_SIZE_MB: u64 = 1 << 20;
 
 fn default_http() -> String {
     "127.0.0.1:8200".into()
@@ -346,6 +359,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        if self.cache_size_mb > MAX_CACHE_SIZE_MB {
+            return Err(invalid(
+                "cache_size_mb",
+                format!(
+                    "{} is over the limit of {MAX_CACHE_SIZE_MB}",
+                    self.cache_size_mb
+                ),
+            ));
+        }
         crate::cluster_pki::NodeId::new(self.node_id.clone())
             .map_err(|e| invalid("node_id", e.to_string()))?;
         crate::cluster_pki::CellId::new(self.cell.id.clone())
@@ -524,6 +546,9 @@ mod tests {
         assert_eq!(c.seal.kind, SealKind::Shamir);
         assert_eq!(c.listener.max_request_size, 32 << 20);
         assert!(!c.disable_mlock);
+        assert_eq!(c.cache_size_mb, 64);
+        let off = Config::parse(&format!("cache_size_mb = 0\n{MINIMAL}")).expect("valid");
+        assert_eq!(off.cache_size_mb, 0);
     }
 
     #[test]
@@ -545,6 +570,11 @@ mod tests {
             ),
             (&format!("{MINIMAL}[seal]\ntype = \"awskms\"\n"), "awskms"),
             (&format!("{MINIMAL}typo_key = 1\n"), "typo_key"),
+            (
+                &format!("cache_size_mb = 99999999999\n{MINIMAL}"),
+                "cache_size_mb",
+            ),
+            (&format!("cache_size_mb = -1\n{MINIMAL}"), "line 1"),
             (
                 &format!("{MINIMAL}[listener]\ntls_cert_file = \"/c\"\n"),
                 "listener.tls_key_file",

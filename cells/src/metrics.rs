@@ -281,7 +281,7 @@ impl Metrics {
 /// without `_total`), help text, value.
 type RaftFigure = (&'static str, &'static str, u64);
 
-fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
+fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 7] {
     [
         (
             "raft_is_leader",
@@ -304,10 +304,20 @@ fn raft_gauges(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
             "Index the node's latest snapshot covers.",
             r.snapshot_index,
         ),
+        (
+            "storage_cache_entries",
+            "State entries (ciphertext) held in the read cache.",
+            r.cache_entries,
+        ),
+        (
+            "storage_cache_bytes",
+            "Bytes the read cache holds, overhead included.",
+            r.cache_bytes,
+        ),
     ]
 }
 
-fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
+fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 7] {
     [
         (
             "raft_proposals",
@@ -333,6 +343,16 @@ fn raft_counters(r: &crate::raft::stats::RaftFigures) -> [RaftFigure; 5] {
             "raft_log_synced_appends",
             "Log appends those syncs made durable.",
             r.log_synced_appends,
+        ),
+        (
+            "storage_cache_hits",
+            "State lookups answered by the read cache.",
+            r.cache_hits,
+        ),
+        (
+            "storage_cache_misses",
+            "State lookups that went to RocksDB.",
+            r.cache_misses,
         ),
     ]
 }
@@ -433,6 +453,9 @@ mod tests {
             is_leader: true,
             term: 3,
             applied_index: 41,
+            cache_hits: 9,
+            cache_misses: 2,
+            cache_entries: 5,
             ..stats.figures()
         };
         let gauges = Gauges {
@@ -444,6 +467,9 @@ mod tests {
             "sigil_raft_is_leader 1",
             "sigil_raft_term 3",
             "sigil_raft_applied_index 41",
+            "sigil_storage_cache_hits_total 9",
+            "sigil_storage_cache_misses_total 2",
+            "sigil_storage_cache_entries 5",
             "sigil_raft_proposals_total 1",
             "sigil_raft_proposed_commands_total 6",
             "sigil_raft_log_synced_appends_total 2",

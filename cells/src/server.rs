@@ -400,6 +400,7 @@ async fn start_cluster(
     settings.max_staleness = Duration::from_millis(r.max_staleness_ms);
     settings.write_timeout = Duration::from_millis(r.write_timeout_ms);
     settings.dial_overrides = r.dial_overrides.clone();
+    settings.read_cache_bytes = config.cache_size_mb << 20;
     let cell = RaftCell::open(&config.data_dir, settings, connector)
         .await
         .context("cannot start raft")?;

@@ -27,8 +27,16 @@ pub use rocks::RocksStorage;
 /// One write in a [`Batch`].
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Op {
@@ -56,7 +64,7 @@ pub enum Precondition {
     /// The key must exist, with any value.
     Present,
     /// The key must hold exactly this value.
-    Equals(Vec<u8>),
+    Equals(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl fmt::Debug for Precondition {

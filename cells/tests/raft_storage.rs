@@ -322,6 +322,11 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
         .await
         .expect("write");
 
+    // Read through the cache first, so stale entries would be there to serve.
+    assert_eq!(store.get(b"k000").expect("get"), Some(b"newer".to_vec()));
+    assert_eq!(store.get(b"later").expect("get"), Some(b"x".to_vec()));
+    assert_eq!(store.get(b"after").expect("get"), None);
+
     let mut restores = a.state_machine().restores();
     let (result, index) = a.restore(&saved).await.expect("restore");
     assert_eq!(result, CommandResult::Applied);
@@ -332,6 +337,13 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
     assert_eq!(db.get(b"k000").expect("get"), Some(value(0)));
     assert_eq!(db.get(b"k039").expect("get"), Some(value(39)));
     assert_eq!(db.get(b"later").expect("get"), None, "later write undone");
+    // The cache forgot the replaced state.
+    assert_eq!(store.get(b"k000").expect("get"), Some(value(0)));
+    assert_eq!(
+        store.get(b"later").expect("get"),
+        None,
+        "no stale cached value"
+    );
     store
         .apply(Batch::new().put("after", b"y".to_vec()))
         .await
@@ -354,6 +366,7 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
     let db = a.state_machine().db();
     assert_eq!(db.get(b"after").expect("get"), Some(b"y".to_vec()));
     assert_eq!(db.get(b"k000").expect("get"), Some(value(0)));
+    assert_eq!(store.get(b"after").expect("get"), Some(b"y".to_vec()));
 
     // A node joining now replays both restores from the log.
     let (b, b_addr) = plain_cell(&tmp.path().join("b"), "b").await;
@@ -380,6 +393,76 @@ async fn restores_replace_the_state_at_one_index_and_a_bad_file_changes_nothing(
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Reads go through the state machine's cache while writes are applied:
+/// a reader never sees a key go back to an older value, and when the writes
+/// stop the cache and RocksDB agree on every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_never_go_back_while_writes_are_applied() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let a = leading_cell(&tmp.path().join("a")).await;
+    let store = ReplicatedStorage::new(a.clone());
+    const KEYS: u64 = 4;
+    const ROUNDS: u64 = 150;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let store = store.clone();
+        let done = done.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut last = [0u64; KEYS as usize];
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || reads < 100 {
+                let k = (reads + r) % KEYS;
+                let seen = store
+                    .get(format!("counter/{k}").as_bytes())
+                    .expect("get")
+                    .map_or(0, |v| u64::from_be_bytes(v.try_into().expect("8 bytes")));
+                assert!(
+                    seen >= last[k as usize],
+                    "key {k} went back from {} to {seen}",
+                    last[k as usize]
+                );
+                last[k as usize] = seen;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    // Writers on every key at once, so applies batch several commands.
+    let mut writers = Vec::new();
+    for k in 0..KEYS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 1..=ROUNDS {
+                store
+                    .apply(Batch::new().put(format!("counter/{k}"), n.to_be_bytes().to_vec()))
+                    .await
+                    .expect("write");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    for r in readers {
+        let reads = tokio::task::spawn_blocking(move || r.join().expect("reader"))
+            .await
+            .expect("join");
+        assert!(reads >= 100);
+    }
+    let db = a.state_machine().db();
+    for k in 0..KEYS {
+        let key = format!("counter/{k}");
+        let want = Some(ROUNDS.to_be_bytes().to_vec());
+        assert_eq!(store.get(key.as_bytes()).expect("get"), want);
+        assert_eq!(db.get(key.as_bytes()).expect("get"), want);
+    }
+    let stats = a.state_machine().cache_stats();
+    assert!(stats.hits > 0 && stats.entries > 0, "{stats:?}");
+    a.shutdown().await;
 }
 
 /// Concurrent writes share log entries: the batcher holds what queues while

@@ -43,6 +43,8 @@ pub struct RaftSettings {
     pub write_timeout: Duration,
     /// Advertised peer address → address dialled.
     pub dial_overrides: BTreeMap<String, String>,
+    /// Bytes of state entries cached in memory for reads (0: no cache).
+    pub read_cache_bytes: u64,
 }
 
 impl RaftSettings {
@@ -57,6 +59,7 @@ impl RaftSettings {
             max_staleness: Duration::from_millis(250),
             write_timeout: Duration::from_secs(5),
             dial_overrides: BTreeMap::new(),
+            read_cache_bytes: super::read_cache::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -269,7 +272,7 @@ impl RaftCell {
         let stats = Arc::new(RaftStats::new());
         let log = LogStore::open(&data_dir.join("raft"), stats.clone())
             .map_err(|e| CellError::Raft(e.to_string()))?;
-        let sm = StateMachine::open(&data_dir.join("state"))
+        let sm = StateMachine::open(&data_dir.join("state"), settings.read_cache_bytes)
             .map_err(|e| CellError::Raft(e.to_string()))?;
         let config = openraft::Config {
             cluster_name: "sigil".into(),
@@ -356,8 +359,13 @@ impl RaftCell {
 
     /// The node's Raft figures for `sys/metrics`.
     pub fn figures(&self) -> RaftFigures {
+        let cache = self.inner.sm.cache_stats();
         let m = self.inner.metrics.borrow();
         RaftFigures {
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_entries: cache.entries,
+            cache_bytes: cache.bytes,
             is_leader: m.current_leader == Some(self.inner.id),
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),

@@ -278,7 +278,7 @@ mod tests {
             let log = LogStore::open(&dir.path().join("raft"), Arc::default()).map_err(|e| {
                 RaftStorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Read, e)
             })?;
-            let sm = StateMachine::open(&dir.path().join("state")).map_err(|e| {
+            let sm = StateMachine::open(&dir.path().join("state"), 1 << 20).map_err(|e| {
                 RaftStorageError::from_io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e)
             })?;
             Ok((dir, log, sm))

@@ -25,7 +25,7 @@ impl ReplicatedStorage {
 
 impl Storage for ReplicatedStorage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.cell.state_machine().db().get(key)
+        self.cell.state_machine().get(key)
     }
 
     fn scan_prefix(

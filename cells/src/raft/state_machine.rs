@@ -15,7 +15,7 @@
 //! in-memory handle. A crash at any point leaves either the old or the new
 //! state in use, never a mix.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -26,13 +26,14 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::watch;
 
+use super::read_cache::{CacheStats, ReadCache};
 use super::snapshot::{self, SnapshotFile};
 use super::{
     Command, CommandResult, Entry, LogId, Proposal, RestoreStep, Snapshot, SnapshotMeta,
     StoredMembership, TypeConfig, decode, encode,
 };
 use crate::storage::rocks::{SM_META_CF, STATE_CF};
-use crate::storage::{Op, RocksStorage};
+use crate::storage::{Op, RocksStorage, Storage, StorageError};
 
 const APPLIED_KEY: &[u8] = b"applied";
 const MEMBERSHIP_KEY: &[u8] = b"membership";
@@ -78,6 +79,9 @@ struct Shared {
     restores: watch::Sender<u64>,
     /// The latest snapshot built or installed, kept on disk.
     current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf, u64)>>,
+    /// Entries of the `state` family, kept coherent by [`Self::apply_entries`]
+    /// and [`Self::switch_to`].
+    cache: ReadCache,
 }
 
 /// The state machine. Cheap to clone; clones share everything.
@@ -96,8 +100,9 @@ impl std::fmt::Debug for StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state under `dir` (creating it if needed).
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// Opens the state under `dir` (creating it if needed), with a read
+    /// cache of at most `cache_bytes` (0: none).
+    pub fn open(dir: &Path, cache_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join(SNAPSHOT_DIR)).map_err(sm_io)?;
         let current = match std::fs::read_to_string(dir.join(CURRENT_FILE)) {
             Ok(name) => name.trim().to_owned(),
@@ -116,6 +121,7 @@ impl StateMachine {
                 changes: watch::channel(0).0,
                 restores: watch::channel(0).0,
                 current: std::sync::Mutex::new(snapshot),
+                cache: ReadCache::new(cache_bytes),
             }),
         })
     }
@@ -128,6 +134,16 @@ impl StateMachine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The value of `key` in the `state` family, through the read cache.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.shared.cache.get_or_load(key, || self.db().get(key))
+    }
+
+    /// The read cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared.cache.stats()
     }
 
     /// Watches the last applied log id.
@@ -151,7 +167,8 @@ impl StateMachine {
         let rdb = db.db();
         let state = state_cf(&db)?;
         let meta = meta_cf(&db)?;
-        let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let cache = &self.shared.cache;
+        let mut pending = Pending::default();
         let mut wb = WriteBatch::default();
         let mut results = Vec::with_capacity(entries.len());
         let mut applied = self.shared.applied.borrow().clone();
@@ -173,8 +190,9 @@ impl StateMachine {
                             rdb,
                             state,
                             meta,
+                            cache,
                             &mut wb,
-                            &mut overlay,
+                            &mut pending,
                             &mut touched_watched,
                             index,
                             command,
@@ -201,6 +219,10 @@ impl StateMachine {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         rdb.write_opt(wb, &wo).map_err(sm_error)?;
+        // After the write, never before it (see `read_cache`).
+        for (key, value) in &pending.state {
+            cache.store(key, value.as_deref());
+        }
         self.shared.applied.send_replace(applied);
         if touched_watched {
             self.shared.changes.send_modify(|n| *n += 1);
@@ -321,14 +343,15 @@ impl StateMachine {
 }
 
 /// Applies one command of an entry at `index` into `wb`, reading through
-/// `overlay` (what earlier commands of the same apply wrote).
+/// `pending` (what earlier commands of the same apply wrote) and the cache.
 #[allow(clippy::too_many_arguments)]
 fn apply_command(
     rdb: &rocksdb::DB,
     state: &rocksdb::ColumnFamily,
     meta: &rocksdb::ColumnFamily,
+    cache: &ReadCache,
     wb: &mut WriteBatch,
-    overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: &mut Pending,
     touched_watched: &mut bool,
     index: u64,
     command: Command,
@@ -338,28 +361,28 @@ fn apply_command(
         batch,
         restore,
     } = command;
-    let rkey = req_key(request_id);
-    let seen = match overlay.get(&rkey) {
-        Some(v) => v.is_some(),
-        None => rdb.get_cf(meta, &rkey).map_err(sm_error)?.is_some(),
-    };
+    let seen = pending.requests.contains(&request_id)
+        || rdb
+            .get_pinned_cf(meta, req_key(request_id))
+            .map_err(sm_error)?
+            .is_some();
     if seen {
         return Ok(CommandResult::Duplicate);
     }
-    let remember = |wb: &mut WriteBatch, overlay: &mut HashMap<Vec<u8>, Option<Vec<u8>>>| {
+    let remember = |wb: &mut WriteBatch, pending: &mut Pending| {
         remember_request(wb, meta, request_id, index);
-        overlay.insert(rkey.clone(), Some(Vec::new()));
+        pending.requests.insert(request_id);
     };
     match restore {
         Some(RestoreStep::Chunk { id, seq, bytes }) => {
             wb.put_cf(meta, restore_key(id, seq), &bytes);
-            remember(wb, overlay);
+            remember(wb, pending);
             return Ok(CommandResult::Applied);
         }
         // A commit travels alone and is applied by `apply_restore`; one
         // batched with other commands is refused the same way everywhere.
         Some(RestoreStep::Commit { .. }) => {
-            remember(wb, overlay);
+            remember(wb, pending);
             return Ok(CommandResult::PreconditionFailed {
                 key: "snapshot: a restore commit must be its own log entry".into(),
             });
@@ -367,9 +390,9 @@ fn apply_command(
         None => {}
     }
     for (key, condition) in &batch.preconditions {
-        let current = match overlay.get(key) {
+        let current = match pending.state.get(key) {
             Some(v) => v.clone(),
-            None => rdb.get_cf(state, key).map_err(sm_error)?,
+            None => cache.get_or_load(key, || rdb.get_cf(state, key).map_err(sm_error))?,
         };
         if !condition.holds(current.as_deref()) {
             return Ok(CommandResult::PreconditionFailed {
@@ -382,17 +405,25 @@ fn apply_command(
             Op::Put { key, value } => {
                 *touched_watched |= is_watched(&key);
                 wb.put_cf(state, &key, &value);
-                overlay.insert(key, Some(value));
+                pending.state.insert(key, Some(value));
             }
             Op::Delete { key } => {
                 *touched_watched |= is_watched(&key);
                 wb.delete_cf(state, &key);
-                overlay.insert(key, None);
+                pending.state.insert(key, None);
             }
         }
     }
-    remember(wb, overlay);
+    remember(wb, pending);
     Ok(CommandResult::Applied)
+}
+
+/// What the commands of one apply have written so far, read by the commands
+/// after them: state keys (a value, or `None` for deleted) and request ids.
+#[derive(Default)]
+struct Pending {
+    state: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    requests: HashSet<u128>,
 }
 
 impl StateMachine {
@@ -561,6 +592,9 @@ impl StateMachine {
             let mut guard = self.shared.db.write().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *guard, db)
         };
+        // Misses take their database handle under a shard lock, so once a
+        // shard is cleared nothing from the old database enters it again.
+        self.shared.cache.clear();
         self.shared.applied.send_replace(applied);
         self.shared.changes.send_modify(|n| *n += 1);
         retire(old);

@@ -45,6 +45,12 @@ pub struct RaftFigures {
     pub log_syncs: u64,
     pub log_synced_appends: u64,
     pub log_sync: Histogram,
+    /// The state read cache: lookups answered from memory, lookups that went
+    /// to RocksDB, and what it holds.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
 }
 
 impl RaftStats {
