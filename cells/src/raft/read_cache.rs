@@ -149,10 +149,13 @@ pub struct ReadCache {
 
 impl std::fmt::Debug for ReadCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No shard locks here: formatting must never wait on, or deadlock
+        // with, a lookup in progress.
         f.debug_struct("ReadCache")
             .field("shard_budget", &self.shard_budget)
-            .field("stats", &self.stats())
-            .finish()
+            .field("hits", &self.hits.load(Ordering::Relaxed))
+            .field("misses", &self.misses.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
