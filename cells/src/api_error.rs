@@ -43,6 +43,14 @@ pub enum ApiError {
     /// 413 / RESOURCE_EXHAUSTED.
     #[error("request body too large")]
     TooLarge,
+    /// A system Sigil depends on (a database it manages) failed or could
+    /// not be reached: 502 / UNAVAILABLE. The message names the system and
+    /// the failure, never a credential.
+    #[error("{0}")]
+    Upstream(String),
+    /// A quota was exceeded: 429 / RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Our fault: 500 / INTERNAL. The message is safe to show (it never
     /// carries secrets) but details stay in the logs.
     #[error("{0}")]
@@ -61,6 +69,8 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::UnsupportedOperation => 405,
             ApiError::TooLarge => 413,
+            ApiError::TooManyRequests(_) => 429,
+            ApiError::Upstream(_) => 502,
             ApiError::Internal(_) => 500,
             ApiError::Sealed | ApiError::Unavailable(_) => 503,
         }
@@ -78,7 +88,8 @@ impl ApiError {
             }
             ApiError::NotFound(_) => tonic::Code::NotFound,
             ApiError::UnsupportedOperation => tonic::Code::Unimplemented,
-            ApiError::TooLarge => tonic::Code::ResourceExhausted,
+            ApiError::TooLarge | ApiError::TooManyRequests(_) => tonic::Code::ResourceExhausted,
+            ApiError::Upstream(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
         }
     }

@@ -330,6 +330,30 @@ impl Barrier {
         Ok(out)
     }
 
+    /// At most `limit` keys (relative to `prefix`) under `prefix`, in order,
+    /// strictly after `start_after` (relative too) when given: one page of a
+    /// range scan, for indexes too large to list at once.
+    pub fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, BarrierError> {
+        self.unsealed()?;
+        let sprefix = storage_key(prefix);
+        let after = start_after.map(|a| {
+            let mut k = sprefix.clone();
+            k.extend_from_slice(a.as_bytes());
+            k
+        });
+        Ok(self
+            .storage
+            .scan_prefix(&sprefix, after.as_deref(), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[sprefix.len()..]).into_owned())
+            .collect())
+    }
+
     /// One level of the tree under `prefix`, as Vault lists: leaf keys, and
     /// each sub-directory once with a trailing `/`, in order. A directory's
     /// contents are skipped with one seek rather than read, so listing a
@@ -487,6 +511,18 @@ impl BarrierBatch {
 
     pub fn delete(mut self, key: &str) -> Self {
         self.batch = self.batch.delete(storage_key(key));
+        self
+    }
+
+    /// Makes the batch conditional on `key` being present (or absent): an
+    /// update that must not bring back an entry another writer deleted.
+    pub fn require(mut self, key: &str, present: bool) -> Self {
+        let condition = if present {
+            crate::storage::Precondition::Present
+        } else {
+            crate::storage::Precondition::Absent
+        };
+        self.batch = self.batch.require(storage_key(key), condition);
         self
     }
 

@@ -73,6 +73,8 @@ pub struct Config {
     #[serde(default)]
     pub seal: SealConfig,
     #[serde(default)]
+    pub leases: LeasesConfig,
+    #[serde(default)]
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -236,6 +238,114 @@ impl Default for RaftConfig {
     }
 }
 
+/// The expiration manager (`[leases]`); see docs/architecture.md, "Leases".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesConfig {
+    /// How often the leader looks for due leases, at most.
+    #[serde(default = "default_lease_tick")]
+    pub tick_ms: u64,
+    /// Due leases revoked per round.
+    #[serde(default = "default_lease_batch")]
+    pub batch: usize,
+    /// Revocations in flight at once.
+    #[serde(default = "default_lease_concurrency")]
+    pub concurrency: usize,
+    /// How long one revocation may take.
+    #[serde(default = "default_revoke_timeout")]
+    pub revoke_timeout_ms: u64,
+    /// Delay after the first failed revocation; it doubles with each
+    /// further failure, up to `revoke_retry_max_ms`.
+    #[serde(default = "default_retry_base")]
+    pub revoke_retry_base_ms: u64,
+    #[serde(default = "default_retry_max")]
+    pub revoke_retry_max_ms: u64,
+    /// Failed attempts before a lease is marked irrevocable.
+    #[serde(default = "default_max_attempts")]
+    pub revoke_max_attempts: u32,
+}
+
+fn default_lease_tick() -> u64 {
+    1_000
+}
+fn default_lease_batch() -> usize {
+    512
+}
+fn default_lease_concurrency() -> usize {
+    16
+}
+fn default_revoke_timeout() -> u64 {
+    30_000
+}
+fn default_retry_base() -> u64 {
+    10_000
+}
+fn default_retry_max() -> u64 {
+    600_000
+}
+fn default_max_attempts() -> u32 {
+    6
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: default_lease_tick(),
+            batch: default_lease_batch(),
+            concurrency: default_lease_concurrency(),
+            revoke_timeout_ms: default_revoke_timeout(),
+            revoke_retry_base_ms: default_retry_base(),
+            revoke_retry_max_ms: default_retry_max(),
+            revoke_max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+impl LeasesConfig {
+    pub fn settings(&self) -> crate::lease::LeaseSettings {
+        use std::time::Duration;
+        crate::lease::LeaseSettings {
+            tick: Duration::from_millis(self.tick_ms),
+            batch: self.batch,
+            concurrency: self.concurrency,
+            revoke_timeout: Duration::from_millis(self.revoke_timeout_ms),
+            retry: crate::lease::RetryPolicy {
+                base: Duration::from_millis(self.revoke_retry_base_ms),
+                max_delay: Duration::from_millis(self.revoke_retry_max_ms),
+                max_attempts: self.revoke_max_attempts,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_ms == 0 || self.tick_ms > 60_000 {
+            return Err(invalid("leases.tick_ms", "must be between 1 and 60000"));
+        }
+        if !(1..=100_000).contains(&self.batch) {
+            return Err(invalid("leases.batch", "must be between 1 and 100000"));
+        }
+        if !(1..=1024).contains(&self.concurrency) {
+            return Err(invalid("leases.concurrency", "must be between 1 and 1024"));
+        }
+        if self.revoke_timeout_ms == 0 {
+            return Err(invalid(
+                "leases.revoke_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.revoke_retry_base_ms == 0 || self.revoke_retry_max_ms < self.revoke_retry_base_ms {
+            return Err(invalid(
+                "leases.revoke_retry_base_ms",
+                "must be greater than 0 and at most revoke_retry_max_ms",
+            ));
+        }
+        if self.revoke_max_attempts == 0 {
+            return Err(invalid("leases.revoke_max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SealKind {
@@ -368,6 +478,7 @@ impl Config {
                 ),
             ));
         }
+        self.leases.validate()?;
         crate::cluster_pki::NodeId::new(self.node_id.clone())
             .map_err(|e| invalid("node_id", e.to_string()))?;
         crate::cluster_pki::CellId::new(self.cell.id.clone())

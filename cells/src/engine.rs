@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use time::OffsetDateTime;
 
 use crate::api_error::ApiError;
+use crate::lease::LeaseEntry;
 use crate::logical::{Request, Response};
 use crate::mounts::MountEntry;
 use crate::view::BarrierView;
@@ -75,6 +76,33 @@ pub trait Engine: Send + Sync + Debug {
         ctx: &'a EngineCtx<'a>,
         req: &'a Request,
     ) -> BoxFuture<'a, Result<Response, ApiError>>;
+
+    /// Revokes what `lease` stands for (drops a database user). The
+    /// expiration manager calls it on the cell's leader, and may call it
+    /// again for the same lease (a retry, or a new leader finishing an old
+    /// one's work): it must succeed when nothing is left to revoke. The
+    /// default has nothing to undo.
+    fn revoke<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        lease: &'a LeaseEntry,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        let _ = (ctx, lease);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Extends what `lease` stands for until `expire_unix` (a database
+    /// user's `VALID UNTIL`). Runs before the lease's new expiry is stored;
+    /// an error leaves the lease as it was. The default has nothing to do.
+    fn renew<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        lease: &'a LeaseEntry,
+        expire_unix: i64,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        let _ = (ctx, lease, expire_unix);
+        Box::pin(async { Ok(()) })
+    }
 
     /// Runs after the mount's options change through tune (KV upgrades v1
     /// data to v2 here). The default does nothing.

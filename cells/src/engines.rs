@@ -23,10 +23,14 @@ pub mod kv;
 
 /// One instance of every built-in engine, for the pipeline's registry.
 pub fn builtin() -> Vec<Arc<dyn Engine>> {
-    vec![
+    #[allow(unused_mut)]
+    let mut engines: Vec<Arc<dyn Engine>> = vec![
         Arc::new(kv::KvEngine::new()),
         Arc::new(cubbyhole::CubbyholeEngine),
-    ]
+    ];
+    #[cfg(test)]
+    engines.push(Arc::new(testing::LeaseTestEngine));
+    engines
 }
 
 /// A list answer: `{"keys": [...]}`, or a 404 when there is nothing to list
@@ -44,4 +48,4 @@ pub(crate) fn list_response(keys: Vec<String>) -> Result<Response, ApiError> {
 }
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

@@ -233,6 +233,7 @@ fn render_body(resp: logical::Response, request_id: &str) -> Response {
     let status = match resp.outcome {
         Outcome::Ok => StatusCode::OK,
         Outcome::NotFound => StatusCode::NOT_FOUND,
+        Outcome::Accepted => StatusCode::ACCEPTED,
     };
     json_response(status, &response_body(resp, request_id))
 }

@@ -23,6 +23,7 @@ pub mod engines;
 pub mod file_stream;
 pub mod grpc;
 pub mod http;
+pub mod lease;
 pub mod logical;
 pub mod metrics;
 pub mod mounts;

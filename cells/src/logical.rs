@@ -277,6 +277,21 @@ pub struct Lease {
     pub renewable: bool,
 }
 
+/// A secret an engine hands out under a lease: the pipeline registers the
+/// lease and answers with [`Lease`]. `internal` is what the engine needs to
+/// renew and revoke it later (a database user name); it is kept in the
+/// barrier with the lease and never returned to the client.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretLease {
+    /// Seconds; 0 takes the mount's default.
+    pub ttl: u64,
+    /// Seconds after issue beyond which it cannot be renewed; 0 takes the
+    /// mount's maximum (it can never exceed it).
+    pub max_ttl: u64,
+    pub renewable: bool,
+    pub internal: Data,
+}
+
 /// What a wrapped response returns instead of its data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WrapInfo {
@@ -296,6 +311,8 @@ pub enum Outcome {
     #[default]
     Ok,
     NotFound,
+    /// Work was queued rather than done (HTTP 202).
+    Accepted,
 }
 
 /// A body the front end sends as is (Prometheus text, for one).
@@ -323,6 +340,10 @@ pub struct Response {
     /// A file to stream as the body; only on paths served where they land.
     #[serde(skip)]
     pub download: Option<Download>,
+    /// A secret to lease (set by engines, consumed by the pipeline, which
+    /// puts a [`Lease`] in its place); never leaves the node that made it.
+    #[serde(skip)]
+    pub secret: Option<SecretLease>,
     /// The log index the serving node had applied when it answered: a read
     /// that passes it back (`X-Sigil-Index`) sees at least this state.
     #[serde(default)]

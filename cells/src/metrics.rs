@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -100,6 +101,41 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    leases: LeaseCounters,
+}
+
+/// What the lease machinery did on this node (counters; the leader does
+/// the revoking).
+#[derive(Debug, Default)]
+struct LeaseCounters {
+    created: AtomicU64,
+    revoked: AtomicU64,
+    revoke_failures: AtomicU64,
+    irrevocable: AtomicU64,
+}
+
+impl LeaseCounters {
+    fn rows(&self) -> [(&'static str, &'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("leases_created", "Leases registered.", get(&self.created)),
+            (
+                "leases_revoked",
+                "Leases revoked (expired, by token, or on request).",
+                get(&self.revoked),
+            ),
+            (
+                "lease_revocation_failures",
+                "Failed revocation attempts (each is retried with backoff).",
+                get(&self.revoke_failures),
+            ),
+            (
+                "leases_irrevocable",
+                "Leases given up on after repeated revocation failures.",
+                get(&self.irrevocable),
+            ),
+        ]
+    }
 }
 
 /// Point-in-time values the registry does not own (read when rendering).
@@ -136,6 +172,22 @@ impl Metrics {
                 .entry((op, mount.to_owned(), e.http_status()))
                 .or_default() += 1;
         }
+    }
+
+    pub fn lease_created(&self) {
+        self.leases.created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lease_revoked(&self) {
+        self.leases.revoked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lease_revoke_failed(&self) {
+        self.leases.revoke_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn lease_irrevocable(&self) {
+        self.leases.irrevocable.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_failure(&self) {
@@ -198,6 +250,11 @@ impl Metrics {
                 }
             }
         }
+        for (name, help, n) in self.leases.rows() {
+            let _ = writeln!(out, "# HELP sigil_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE sigil_{name}_total counter");
+            let _ = writeln!(out, "sigil_{name}_total {n}");
+        }
         if let Some(t) = gauges.tokens {
             out.push_str("# HELP sigil_tokens Service tokens in the token store.\n");
             out.push_str("# TYPE sigil_tokens gauge\n");
@@ -246,6 +303,9 @@ impl Metrics {
                     "Labels": { "device": d.path, "type": d.device_type, "outcome": outcome },
                 }));
             }
+        }
+        for (name, _, n) in self.leases.rows() {
+            counters.push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Count": n, "Labels": {} }));
         }
         let mut gauge_list = Vec::new();
         if let Some(t) = gauges.tokens {

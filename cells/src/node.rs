@@ -10,6 +10,7 @@ use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 pub use crate::barrier::KeyStatus;
+use crate::lease::LeaseSettings;
 use crate::logical::{Consistency, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::pipeline::{NoRevocations, Pipeline, RevocationFilter};
@@ -64,6 +65,7 @@ pub struct Node {
     /// The node's Raft when it runs in a cell (every `sigil server`); `None`
     /// for a node on local storage (tests of the layers above Raft).
     cell: Option<RaftCell>,
+    lease_settings: LeaseSettings,
 }
 
 /// Where a request is served (see [`Node::handle`]).
@@ -83,8 +85,24 @@ impl Node {
         Self::build(seal, api_addr, Some(cell))
     }
 
+    /// A node with its lease settings from the configuration.
+    pub fn with_settings(
+        seal: SealManager,
+        api_addr: String,
+        cell: Option<RaftCell>,
+        lease_settings: LeaseSettings,
+    ) -> Arc<Self> {
+        let mut node = Self::unshared(seal, api_addr, cell);
+        node.lease_settings = lease_settings;
+        Arc::new(node)
+    }
+
     fn build(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::unshared(seal, api_addr, cell))
+    }
+
+    fn unshared(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Self {
+        Self {
             seal: Arc::new(seal),
             api_addr,
             pipeline: RwLock::new(None),
@@ -92,7 +110,8 @@ impl Node {
             revocation: Arc::new(NoRevocations),
             metrics: Arc::new(Metrics::new()),
             cell,
-        })
+            lease_settings: LeaseSettings::default(),
+        }
     }
 
     pub fn cell(&self) -> Option<&RaftCell> {
@@ -348,6 +367,7 @@ impl Node {
                 self.revocation.clone(),
                 self.metrics.clone(),
                 self.cell.clone(),
+                self.lease_settings,
             )
             .await?,
         );
@@ -369,7 +389,7 @@ impl Node {
     pub async fn token_sweep_loop(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            if !self.is_serving() {
+            if !self.is_serving() || !self.leads() {
                 continue;
             }
             match self.pipeline().await {
@@ -379,6 +399,70 @@ impl Node {
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "token sweep skipped"),
+            }
+        }
+    }
+
+    /// Whether this node does the cell's background writes (sweeps, lease
+    /// revocation): the leader of its cell, or a node on local storage.
+    /// Followers would only race the leader.
+    pub fn leads(&self) -> bool {
+        self.cell.as_ref().is_none_or(RaftCell::is_leader)
+    }
+
+    /// The expiration manager: while this node is unsealed and leads its
+    /// cell, revokes due leases in bounded rounds, then sleeps until the
+    /// next lease is due, its tick passes, or something wakes it (a short
+    /// lease, a revoked token). Nothing is loaded up front: each round reads
+    /// the front of the due index.
+    pub async fn lease_loop(self: Arc<Self>) {
+        let tick = self.lease_settings.tick;
+        loop {
+            let pipeline = if self.is_serving() && self.leads() {
+                self.pipeline().await.ok()
+            } else {
+                None
+            };
+            let Some(p) = pipeline else {
+                tokio::time::sleep(tick).await;
+                continue;
+            };
+            let wake = p.lease_wake();
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let batch = p.lease_settings().batch;
+            let busy = match p.expire_due().await {
+                Ok(round) => {
+                    if round.revoked + round.failed > 0 {
+                        tracing::info!(
+                            revoked = round.revoked,
+                            failed = round.failed,
+                            "expired leases processed"
+                        );
+                    }
+                    round.examined >= batch
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease expiration round failed; retrying");
+                    drop(p);
+                    tokio::time::sleep(tick).await;
+                    continue;
+                }
+            };
+            if busy {
+                // More is due: go on at once, but let other work in.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+            let next = p.next_lease_due().ok().flatten();
+            let wait =
+                crate::pipeline::idle_wait(next, i64::try_from(now_ms).unwrap_or(i64::MAX), tick);
+            drop(p);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut woken => {}
             }
         }
     }

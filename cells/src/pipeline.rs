@@ -11,6 +11,9 @@
 //! A [`Pipeline`] is built from barrier contents (mount tables, policies,
 //! audit devices) after each unseal and dropped on seal.
 
+#[cfg(test)]
+mod lease_tests;
+mod leases;
 mod policies;
 mod raft_ops;
 mod sys;
@@ -25,12 +28,15 @@ use serde_json::{Value, json};
 use sigil_hsm::SecretString;
 use time::OffsetDateTime;
 
+pub use leases::ExpireRound;
+pub(crate) use leases::idle_wait;
 pub use policies::PolicyStore;
 
 use crate::api_error::ApiError;
 use crate::audit::{AuditAuth, AuditBroker, AuditError, AuditMount, AuditRequest, AuditResponse};
 use crate::barrier::Barrier;
 use crate::engine::{CallerInfo, Engine, EngineCtx};
+use crate::lease::{LeaseSettings, LeaseStore};
 use crate::logical::{self, Data, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::mounts::{MountEntry, Router, Table};
@@ -91,6 +97,8 @@ const SYS_SUDO: &[&str] = &[
     "leases/revoke-prefix/",
     "leases/revoke-force/",
     "leases/lookup/",
+    "revoke-prefix/",
+    "revoke-force/",
     "storage/raft/",
     "step-down",
 ];
@@ -122,6 +130,10 @@ pub struct Pipeline {
     seal: Arc<SealManager>,
     /// The node's Raft, for `sys/storage/raft/*` and `sys/step-down`.
     cell: Option<crate::raft::RaftCell>,
+    leases: LeaseStore,
+    lease_settings: LeaseSettings,
+    /// Wakes the expiration manager (a short lease, a revoked token).
+    lease_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Pipeline {
@@ -132,6 +144,7 @@ impl Pipeline {
         revocation: Arc<dyn RevocationFilter>,
         metrics: Arc<Metrics>,
         cell: Option<crate::raft::RaftCell>,
+        lease_settings: LeaseSettings,
     ) -> Result<Self, ApiError> {
         let barrier = seal.barrier().clone();
         let tokens = seal.tokens().clone();
@@ -164,6 +177,9 @@ impl Pipeline {
             metrics,
             remounts: std::sync::Mutex::default(),
             root_acl: Arc::new(Acl::root()),
+            leases: LeaseStore::new(barrier.clone()),
+            lease_settings,
+            lease_wake: Arc::default(),
             barrier,
             seal,
             cell,
@@ -341,6 +357,18 @@ impl Pipeline {
                 ))),
             },
         };
+        // Lease registration: a secret the engine handed out gets its lease
+        // before anyone sees it.
+        let result = match result {
+            Ok(mut resp) => match (resp.secret.take(), &engine) {
+                (Some(secret), Some(engine)) => self
+                    .register_lease(req, &ctx, engine.as_ref(), &caller, &mut resp, secret)
+                    .await
+                    .map(|()| resp),
+                _ => Ok(resp),
+            },
+            Err(e) => Err(e),
+        };
         let result = match result {
             Ok(mut resp) => {
                 resp.mount_type = mount.mount_type.clone();
@@ -392,10 +420,16 @@ impl Pipeline {
         })
     }
 
-    /// Removes what belonged to revoked tokens: their cubbyholes.
+    /// Removes what belonged to revoked tokens: their leases are queued for
+    /// revocation, their cubbyholes deleted.
     async fn cleanup_revoked(&self, hashes: &[String]) {
         if hashes.is_empty() {
             return;
+        }
+        if let Err(e) = self.expire_token_leases(hashes).await {
+            // Their leases still expire on their own; sys/leases/tidy finds
+            // leases of tokens that no longer exist.
+            tracing::warn!(error = %e, "could not queue the leases of revoked tokens");
         }
         let Some(view) = self.cubbyhole_view() else {
             return;

@@ -202,7 +202,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let backend = seal_backend(config)?;
     let seal = SealManager::open(barrier, backend, config.cluster_name.clone())
         .context("cannot load the seal")?;
-    let node = Node::with_cell(seal, api_addr, cluster.cell.clone());
+    let node = Node::with_settings(
+        seal,
+        api_addr,
+        Some(cluster.cell.clone()),
+        config.leases.settings(),
+    );
     cluster
         .service
         .set_forward_handler(Arc::new(NodeForwarder(node.clone())));
@@ -328,6 +333,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = node.token_sweep_loop(Duration::from_secs(60)) => {}
+                _ = rx.wait_for(|s| *s) => {}
+            }
+        }));
+    }
+
+    // Expiration manager: revokes due leases on the leader.
+    {
+        let node = node.clone();
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = node.lease_loop() => {}
                 _ = rx.wait_for(|s| *s) => {}
             }
         }));

@@ -168,6 +168,9 @@ pub(super) async fn handle(
             super::raft_ops::snapshot_restore(p.cell()?, &p.barrier, req, true).await
         }
         ("step-down", "") if write => super::raft_ops::step_down(p.cell()?).await,
+        ("leases" | "renew" | "revoke" | "revoke-prefix" | "revoke-force", _) => {
+            super::leases::handle(p, req, head, rest, caller).await
+        }
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)
@@ -407,6 +410,9 @@ async fn disable_mount(p: &Pipeline, table: Table, path: &str) -> Result<Respons
         .filter(|e| e.uuid != m.uuid)
         .map(|e| (**e).clone())
         .collect();
+    // Its leases first: once the table no longer has the mount, nothing
+    // could revoke them.
+    p.revoke_mount_leases(&m).await?;
     // The table first: once it is saved nothing routes to the data, and a
     // crash before the clear leaves only unreachable ciphertext.
     p.save_mounts(entries).await?;

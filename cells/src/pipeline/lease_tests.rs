@@ -1,0 +1,617 @@
+//! The lease machinery end to end through the pipeline, on an in-memory node
+//! with the `lease-test` engine (which records what it was asked to revoke
+//! and can fail like an unreachable database). The database engine's tests
+//! do the same against a real PostgreSQL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sigil_hsm::SecretString;
+
+use crate::api_error::ApiError;
+use crate::barrier::{Barrier, BarrierConfig};
+use crate::engines::testing::lease_test_state;
+use crate::lease::{LeaseSettings, RetryPolicy};
+use crate::logical::{Data, Operation, Outcome, Request, Response};
+use crate::node::Node;
+use crate::seal::{InitParams, SealBackend, SealManager};
+use crate::storage::MemoryStorage;
+
+struct TestNode {
+    node: Arc<Node>,
+    root: SecretString,
+}
+
+fn settings(max_attempts: u32) -> LeaseSettings {
+    LeaseSettings {
+        tick: Duration::from_millis(50),
+        batch: 8,
+        concurrency: 4,
+        revoke_timeout: Duration::from_secs(5),
+        retry: RetryPolicy {
+            base: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            max_attempts,
+        },
+    }
+}
+
+impl TestNode {
+    async fn new(settings: LeaseSettings) -> Self {
+        let barrier = Barrier::new(Arc::new(MemoryStorage::new()), BarrierConfig::default());
+        let seal = SealManager::open(barrier, SealBackend::Shamir, None).expect("seal");
+        let out = seal
+            .init(InitParams {
+                secret_shares: 1,
+                secret_threshold: 1,
+                ..InitParams::default()
+            })
+            .expect("init");
+        seal.unseal(out.keys[0].clone()).expect("unseal");
+        let node = Node::with_settings(seal, "127.0.0.1:0".into(), None, settings);
+        let t = Self {
+            node,
+            root: out.root_token,
+        };
+        t.ok(
+            Operation::Update,
+            "sys/mounts/db",
+            json!({"type": "lease-test"}),
+        )
+        .await;
+        t
+    }
+
+    async fn call_as(
+        &self,
+        token: &SecretString,
+        op: Operation,
+        path: &str,
+        body: Value,
+    ) -> Result<Response, ApiError> {
+        let data = match body {
+            Value::Object(m) => m,
+            _ => Data::new(),
+        };
+        self.node
+            .handle(
+                Request::new(op, path)
+                    .with_data(data)
+                    .with_token(Some(token.clone())),
+            )
+            .await
+    }
+
+    async fn call(&self, op: Operation, path: &str, body: Value) -> Result<Response, ApiError> {
+        self.call_as(&self.root.clone(), op, path, body).await
+    }
+
+    async fn ok(&self, op: Operation, path: &str, body: Value) -> Response {
+        self.call(op, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{op} {path}: {e}"))
+    }
+
+    fn mount_uuid(&self) -> String {
+        futures::executor::block_on(self.node.pipeline())
+            .expect("pipeline")
+            .router()
+            .get(crate::mounts::Table::Secrets, "db")
+            .expect("db mount")
+            .uuid
+            .clone()
+    }
+
+    /// A lease from `db/creds/<name>`: its ID and the user it stands for.
+    async fn creds(&self, token: &SecretString, name: &str, body: Value) -> (String, String) {
+        let resp = self
+            .call_as(token, Operation::Read, &format!("db/creds/{name}"), body)
+            .await
+            .expect("creds");
+        let lease = resp.lease.expect("a lease");
+        let user = resp.data.expect("data")["username"]
+            .as_str()
+            .expect("user")
+            .to_owned();
+        (lease.lease_id, user)
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(
+            Operation::Update,
+            "sys/leases/lookup",
+            json!({"lease_id": id}),
+        )
+        .await
+        .map(|r| Value::Object(r.data.unwrap_or_default()))
+    }
+
+    async fn token(&self, policies: &[&str]) -> SecretString {
+        let r = self
+            .ok(
+                Operation::Update,
+                "auth/token/create",
+                json!({"policies": policies, "ttl": "1h"}),
+            )
+            .await;
+        r.auth.expect("auth").client_token
+    }
+
+    /// Runs expiration rounds until `done` holds (or 10 s pass).
+    async fn expire_until(&self, mut done: impl FnMut() -> bool) {
+        let p = self.node.pipeline().await.expect("pipeline");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "expiration did not get there");
+            p.expire_due().await.expect("round");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn leases_are_registered_and_revoked_on_expiry_and_with_their_token() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let token = t.token(&["root"]).await;
+
+    let resp = t
+        .call_as(&token, Operation::Read, "db/creds/app", json!({"ttl": 1}))
+        .await
+        .expect("creds");
+    let lease = resp.lease.clone().expect("lease");
+    assert!(
+        lease.lease_id.starts_with("db/creds/app/"),
+        "{}",
+        lease.lease_id
+    );
+    assert_eq!(lease.ttl, 1);
+    assert!(lease.renewable);
+    assert!(
+        resp.secret.is_none(),
+        "internal data never leaves the pipeline"
+    );
+    let user = resp.data.expect("data")["username"]
+        .as_str()
+        .expect("user")
+        .to_owned();
+    let info = t.lookup(&lease.lease_id).await.expect("lookup");
+    assert_eq!(info["id"], lease.lease_id.as_str());
+    assert!(info["ttl"].as_u64().expect("ttl") <= 1);
+    assert_eq!(info["irrevocable"], false);
+    assert!(info.get("internal").is_none() && !info.to_string().contains("\"user\""));
+
+    // Expiry.
+    t.expire_until(|| lease_test_state(&uuid).revoked.contains(&user))
+        .await;
+    assert!(matches!(
+        t.lookup(&lease.lease_id).await,
+        Err(ApiError::InvalidRequest(m)) if m == "invalid lease"
+    ));
+
+    // Revoking the token queues its leases, and its children's.
+    let child = t
+        .call_as(
+            &token,
+            Operation::Update,
+            "auth/token/create",
+            json!({"ttl": "1h"}),
+        )
+        .await
+        .expect("child")
+        .auth
+        .expect("auth")
+        .client_token;
+    let (a, user_a) = t.creds(&token, "app", json!({"ttl": 3600})).await;
+    let (b, user_b) = t.creds(&child, "app", json!({"ttl": 3600})).await;
+    let other = t.token(&["root"]).await;
+    let (c, _) = t.creds(&other, "app", json!({"ttl": 3600})).await;
+    t.call_as(
+        &token,
+        Operation::Update,
+        "auth/token/revoke-self",
+        json!({}),
+    )
+    .await
+    .expect("revoke");
+    t.expire_until(|| {
+        let s = lease_test_state(&uuid);
+        s.revoked.contains(&user_a) && s.revoked.contains(&user_b)
+    })
+    .await;
+    for gone in [&a, &b] {
+        assert!(t.lookup(gone).await.is_err(), "{gone}");
+    }
+    assert!(t.lookup(&c).await.is_ok(), "another token's lease stays");
+}
+
+#[tokio::test]
+async fn failed_revocations_back_off_then_turn_irrevocable_until_forced() {
+    let t = TestNode::new(settings(3)).await;
+    let uuid = t.mount_uuid();
+    let (id, user) = t.creds(&t.root.clone(), "app", json!({"ttl": 1})).await;
+    t.ok(Operation::Update, "db/fail", json!({"on": true}))
+        .await;
+
+    t.expire_until(|| lease_test_state(&uuid).revoke_calls >= 3)
+        .await;
+    let info = t.lookup(&id).await.expect("still there");
+    assert_eq!(info["irrevocable"], true, "{info}");
+    assert_eq!(info["revocation_attempts"], 3);
+    assert!(
+        info["last_revocation_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "{info}"
+    );
+    assert_eq!(info["renewable"], false);
+    // Given up on: no further attempts however long the manager runs.
+    let p = t.node.pipeline().await.expect("pipeline");
+    for _ in 0..5 {
+        p.expire_due().await.expect("round");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(lease_test_state(&uuid).revoke_calls, 3);
+
+    let count = t
+        .ok(
+            Operation::Read,
+            "sys/leases/count",
+            json!({"type": "irrevocable"}),
+        )
+        .await
+        .data
+        .expect("data");
+    assert_eq!(count["lease_count"], 1);
+    assert_eq!(count["counts"]["db/"], 1);
+    let listed = t
+        .ok(
+            Operation::Read,
+            "sys/leases",
+            json!({"type": "irrevocable"}),
+        )
+        .await
+        .data
+        .expect("data");
+    assert_eq!(listed["leases"][0]["lease_id"], id.as_str());
+    assert!(listed["leases"][0]["error"].as_str().is_some());
+
+    let renew = t
+        .call(
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": id}),
+        )
+        .await;
+    assert!(
+        matches!(renew, Err(ApiError::InvalidRequest(_))),
+        "{renew:?}"
+    );
+
+    // revoke-force removes it even though the engine still fails.
+    let forced = t
+        .ok(
+            Operation::Update,
+            &format!("sys/leases/revoke-force/{id}"),
+            json!({}),
+        )
+        .await
+        .data
+        .expect("data");
+    assert_eq!(forced["revoked"], 1);
+    assert!(t.lookup(&id).await.is_err());
+    assert!(
+        lease_test_state(&uuid).live.contains(&user),
+        "force does not pretend the user is gone"
+    );
+}
+
+#[tokio::test]
+async fn revoke_prefix_keeps_going_past_failures_and_reports_them() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(t.creds(&root, "app", json!({"ttl": 3600})).await.0);
+    }
+    let (bad, bad_user) = t.creds(&root, "bad", json!({"ttl": 3600})).await;
+    let (kept, _) = t.creds(&root, "application", json!({"ttl": 3600})).await;
+    t.ok(
+        Operation::Update,
+        "db/fail",
+        json!({"on": true, "match": "u-bad-"}),
+    )
+    .await;
+
+    // `db/creds` is aligned on segments: both roles, but not `db/credsx`.
+    let report = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke-prefix/db/creds/app",
+            json!({}),
+        )
+        .await;
+    let d = report.data.expect("data");
+    assert_eq!(d["revoked"], 20, "{d:?}");
+    assert_eq!(d["failed"], 0);
+    assert!(
+        t.lookup(&kept).await.is_ok(),
+        "app/ must not match application/"
+    );
+
+    let report = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke-prefix/db/creds",
+            json!({}),
+        )
+        .await;
+    let d = report.data.expect("data");
+    assert_eq!(d["revoked"], 1, "{d:?}");
+    assert_eq!(d["failed"], 1);
+    assert_eq!(d["failures"][0]["lease_id"], bad.as_str());
+    assert!(!report.warnings.is_empty());
+    let info = t.lookup(&bad).await.expect("failed lease stays");
+    assert_eq!(info["revocation_attempts"], 1);
+    assert!(info["next_revocation_attempt"].is_string());
+
+    t.ok(Operation::Update, "db/fail", json!({"on": false}))
+        .await;
+    let d = t
+        .ok(Operation::Update, "sys/revoke-prefix/db/creds", json!({}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(d["revoked"], 1, "the legacy path works too");
+    let s = lease_test_state(&uuid);
+    assert_eq!(s.revoked.len(), 22);
+    assert!(s.revoked.contains(&bad_user));
+    assert!(s.live.is_empty());
+    for id in ids {
+        assert!(t.lookup(&id).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn renewal_calls_the_engine_and_stops_at_the_maximum() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    let (id, user) = t
+        .creds(&root, "app", json!({"ttl": 60, "max_ttl": 100}))
+        .await;
+    let r = t
+        .ok(
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": id, "increment": 30}),
+        )
+        .await;
+    let lease = r.lease.expect("lease");
+    assert!((29..=30).contains(&lease.ttl), "{}", lease.ttl);
+    assert!(r.warnings.is_empty());
+    let r = t
+        .ok(
+            Operation::Update,
+            &format!("sys/leases/renew/{id}"),
+            json!({"increment": "1h"}),
+        )
+        .await;
+    assert!(r.lease.expect("lease").ttl <= 100);
+    assert!(r.warnings[0].contains("capped"), "{:?}", r.warnings);
+    let renewed = lease_test_state(&uuid).renewed;
+    assert_eq!(renewed.len(), 2);
+    assert_eq!(renewed[0].0, user);
+    let info = t.lookup(&id).await.expect("lookup");
+    assert!(info["last_renewal"].is_string());
+
+    // The engine fails: the lease is left as it was.
+    t.ok(Operation::Update, "db/fail", json!({"on": true}))
+        .await;
+    let before = t.lookup(&id).await.expect("lookup")["expire_time"].clone();
+    let e = t
+        .call(
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": id}),
+        )
+        .await
+        .expect_err("engine down");
+    assert_eq!(e.http_status(), 502);
+    assert_eq!(t.lookup(&id).await.expect("lookup")["expire_time"], before);
+
+    let (fixed, _) = t
+        .creds(&root, "app", json!({"ttl": 60, "renewable": false}))
+        .await;
+    let e = t
+        .call(
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": fixed}),
+        )
+        .await
+        .expect_err("not renewable");
+    assert_eq!(e.to_string(), "lease is not renewable");
+}
+
+#[tokio::test]
+async fn bad_lease_requests_are_refused_and_change_nothing() {
+    let t = TestNode::new(settings(6)).await;
+    let root = t.root.clone();
+    let (id, _) = t.creds(&root, "app", json!({"ttl": 3600})).await;
+    for (op, path, body) in [
+        (Operation::Update, "sys/leases/lookup", json!({})),
+        (
+            Operation::Update,
+            "sys/leases/lookup",
+            json!({"lease_id": "nope/x"}),
+        ),
+        (
+            Operation::Update,
+            "sys/leases/lookup",
+            json!({"lease_id": "a\u{7}b"}),
+        ),
+        (
+            Operation::Update,
+            "sys/leases/renew",
+            json!({"lease_id": "nope/x"}),
+        ),
+        (
+            Operation::Update,
+            "sys/leases/revoke",
+            json!({"lease_id": ""}),
+        ),
+        (Operation::Read, "sys/leases/count", json!({})),
+        (Operation::Read, "sys/leases/count", json!({"type": "some"})),
+        (Operation::Read, "sys/leases", json!({"type": "all"})),
+        (
+            Operation::Update,
+            "sys/leases/revoke-prefix/db",
+            json!({"sync": "perhaps"}),
+        ),
+    ] {
+        let e = t.call(op, path, body.clone()).await.expect_err(path);
+        assert_eq!(e.http_status(), 400, "{path} {body}: {e}");
+    }
+    // Revoking what does not exist is not an error (a retry must succeed).
+    t.ok(
+        Operation::Update,
+        "sys/leases/revoke",
+        json!({"lease_id": "nope/x"}),
+    )
+    .await;
+    // Bulk revocation and listing need sudo.
+    t.ok(
+        Operation::Update,
+        "sys/policies/acl/leases",
+        json!({"policy": "path \"sys/leases/*\" { capabilities = [\"update\", \"list\", \"read\"] }"}),
+    )
+    .await;
+    let user = t.token(&["leases"]).await;
+    for (op, path) in [
+        (Operation::Update, "sys/leases/revoke-prefix/db/creds"),
+        (Operation::Update, "sys/leases/revoke-force/db/creds"),
+        (Operation::List, "sys/leases/lookup/db/creds/"),
+    ] {
+        let e = t.call_as(&user, op, path, json!({})).await.expect_err(path);
+        assert!(matches!(e, ApiError::PermissionDenied), "{path}: {e}");
+    }
+    assert!(t.lookup(&id).await.is_ok(), "nothing changed");
+    // Without sudo a lease can still be looked up and revoked by ID.
+    t.call_as(
+        &user,
+        Operation::Update,
+        "sys/leases/lookup",
+        json!({"lease_id": id}),
+    )
+    .await
+    .expect("lookup");
+    let keys = t
+        .ok(Operation::List, "sys/leases/lookup/db/creds/", json!({}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(keys["keys"], json!(["app/"]));
+}
+
+#[tokio::test]
+async fn asynchronous_revocation_answers_202_and_the_manager_finishes() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    let (a, ua) = t.creds(&root, "app", json!({"ttl": 3600})).await;
+    let (b, ub) = t.creds(&root, "web", json!({"ttl": 3600})).await;
+    let r = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke",
+            json!({"lease_id": a, "sync": false}),
+        )
+        .await;
+    assert_eq!(r.outcome, Outcome::Accepted);
+    let r = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke-prefix/db/creds/web",
+            json!({"sync": false}),
+        )
+        .await;
+    assert_eq!(r.outcome, Outcome::Accepted);
+    assert_eq!(r.data.expect("data")["queued"], 1);
+    t.expire_until(|| {
+        let s = lease_test_state(&uuid);
+        s.revoked.contains(&ua) && s.revoked.contains(&ub)
+    })
+    .await;
+    assert!(t.lookup(&a).await.is_err() && t.lookup(&b).await.is_err());
+}
+
+#[tokio::test]
+async fn disabling_a_mount_revokes_its_leases_first_or_not_at_all() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    let (_, u1) = t.creds(&root, "app", json!({"ttl": 3600})).await;
+    let (_, u2) = t.creds(&root, "app", json!({"ttl": 3600})).await;
+    t.ok(
+        Operation::Update,
+        "db/fail",
+        json!({"on": true, "match": &u2}),
+    )
+    .await;
+    let e = t
+        .call(Operation::Delete, "sys/mounts/db", json!({}))
+        .await
+        .expect_err("a lease could not be revoked");
+    assert!(e.to_string().contains("failed to revoke 1 leases"), "{e}");
+    assert!(
+        t.ok(Operation::Read, "sys/mounts", json!({}))
+            .await
+            .data
+            .expect("data")
+            .contains_key("db/"),
+        "the mount stays"
+    );
+    t.ok(Operation::Update, "db/fail", json!({"on": false}))
+        .await;
+    t.ok(Operation::Delete, "sys/mounts/db", json!({})).await;
+    let s = lease_test_state(&uuid);
+    assert!(s.revoked.contains(&u1) && s.revoked.contains(&u2));
+    let count = t
+        .ok(Operation::Read, "sys/leases/count", json!({"type": "all"}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(count["lease_count"], 0);
+}
+
+#[tokio::test]
+async fn tidy_finds_leases_whose_token_vanished_without_cleanup() {
+    let t = TestNode::new(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let token = t.token(&["root"]).await;
+    let (id, user) = t.creds(&token, "app", json!({"ttl": 3600})).await;
+    // The token goes without the pipeline's cleanup (as after a crash
+    // between the two).
+    let p = t.node.pipeline().await.expect("pipeline");
+    let entry = p.tokens.lookup(&token).expect("lookup").expect("entry");
+    p.tokens.revoke_tree(&entry.hash).await.expect("revoke");
+    assert!(t.lookup(&id).await.is_ok());
+    let report = t
+        .ok(Operation::Update, "sys/leases/tidy", json!({}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(report["leases_of_revoked_tokens"], 1, "{report:?}");
+    t.expire_until(|| lease_test_state(&uuid).revoked.contains(&user))
+        .await;
+    let again = t
+        .ok(Operation::Update, "sys/leases/tidy", json!({}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(again["leases_of_revoked_tokens"], 0);
+    assert_eq!(again["stale_due_entries"], 0);
+}
