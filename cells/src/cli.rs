@@ -6,7 +6,7 @@
 //! (`-key-shares 5`). Human output by default, `--format json` for scripts.
 //! Exit codes: 0 ok, 1 error, 2 sealed (as `vault status`) or, for the
 //! Vault-style client commands (`read`, `write`, `kv`, `token`, `policy`,
-//! `secrets`, `auth`, `audit`), absent (see `outcome`). Every client
+//! `secrets`, `auth`, `audit`, `lease`), absent (see `outcome`). Every client
 //! command, with examples: `docs/cli.md`.
 
 pub mod audit;
@@ -17,6 +17,7 @@ mod dev_cell;
 mod generic;
 mod input;
 mod kv;
+mod lease;
 mod mounts;
 mod operator;
 mod outcome;
@@ -146,6 +147,11 @@ pub enum Command {
         #[command(subcommand)]
         command: mounts::AuthCommand,
     },
+    /// Look up, renew and revoke leases (one, or every lease under a prefix).
+    Lease {
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
     /// Enable, disable and list audit devices.
     Audit {
         #[command(subcommand)]
@@ -246,6 +252,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Secrets { command } => finish(mounts::run_secrets(command).await),
         Command::Auth { command } => finish(mounts::run_auth(command).await),
         Command::Audit { command } => finish(audit_devices::run(command, &mut stdin).await),
+        Command::Lease { command } => finish(lease::run(command).await),
     }
 }
 
