@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::api_error::ApiError;
 use crate::lease::LeaseEntry;
-use crate::logical::{Request, Response};
+use crate::logical::{Operation, Request, Response};
 use crate::mounts::MountEntry;
 use crate::view::BarrierView;
 
@@ -59,6 +59,20 @@ pub trait Engine: Send + Sync + Debug {
             )));
         }
         Ok(BTreeMap::new())
+    }
+
+    /// Whether this is an auth method (mounted under `auth/`), not a
+    /// secrets engine.
+    fn is_auth_method(&self) -> bool {
+        false
+    }
+
+    /// Whether a request to `path` (relative to the mount) needs no token:
+    /// an auth method's login. Such requests skip authentication and ACL
+    /// checks; the engine authenticates the caller itself.
+    fn unauthenticated(&self, path: &str, op: Operation) -> bool {
+        let _ = (path, op);
+        false
     }
 
     /// For a write, whether its target already exists, which makes the

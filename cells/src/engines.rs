@@ -27,6 +27,7 @@ pub fn builtin() -> Vec<Arc<dyn Engine>> {
     let mut engines: Vec<Arc<dyn Engine>> = vec![
         Arc::new(kv::KvEngine::new()),
         Arc::new(cubbyhole::CubbyholeEngine),
+        Arc::new(crate::auth::approle::AppRoleEngine::new()),
     ];
     #[cfg(test)]
     engines.push(Arc::new(testing::LeaseTestEngine));

@@ -12,6 +12,7 @@
 pub mod aead;
 pub mod api_error;
 pub mod audit;
+pub mod auth;
 pub mod barrier;
 pub mod cli;
 pub mod clock;
@@ -46,4 +47,6 @@ pub use api_error::ApiError;
 
 #[cfg(test)]
 mod canary_tests;
+#[cfg(test)]
+pub(crate) mod node_testing;
 pub use node::Node;

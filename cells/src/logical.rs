@@ -292,6 +292,32 @@ pub struct SecretLease {
     pub internal: Data,
 }
 
+/// What an auth method decided at a login: the pipeline issues a token
+/// from it (with the auth mount's TTL limits) and puts it in `auth`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginGrant {
+    pub policies: Vec<String>,
+    /// Leave out the `default` policy.
+    pub no_default_policy: bool,
+    /// Prefixed with the mount type (`approle`, `jwt-…`).
+    pub display_name: String,
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds; 0 takes the mount's default.
+    pub ttl: u64,
+    /// Seconds; 0 takes the mount's maximum.
+    pub max_ttl: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub num_uses: u64,
+    /// CIDR blocks the token may be used from.
+    pub bound_cidrs: Vec<String>,
+    /// Who logged in: `approle:<role>`, a SPIFFE ID,
+    /// `kubernetes:<namespace>/<service account>`.
+    pub identity: String,
+    /// The auth method's role.
+    pub role: String,
+}
+
 /// What a wrapped response returns instead of its data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WrapInfo {
@@ -344,6 +370,10 @@ pub struct Response {
     /// puts a [`Lease`] in its place); never leaves the node that made it.
     #[serde(skip)]
     pub secret: Option<SecretLease>,
+    /// A login an auth method granted (consumed by the pipeline, which
+    /// issues the token and fills `auth`).
+    #[serde(skip)]
+    pub login: Option<LoginGrant>,
     /// The log index the serving node had applied when it answered: a read
     /// that passes it back (`X-Sigil-Index`) sees at least this state.
     #[serde(default)]

@@ -269,6 +269,14 @@ impl Pipeline {
                 .await?;
             return result;
         }
+        // An auth method's login needs no token: the method authenticates.
+        if mount.table == Table::Auth
+            && let Some(engine) = self.engines.get(mount.mount_type.as_str()).cloned()
+            && engine.is_auth_method()
+            && engine.unauthenticated(rel, req.operation)
+        {
+            return self.login(req, mount, rel, engine, now).await;
+        }
         let mut caller = match self.authenticate(req, now.unix_timestamp()) {
             Ok(c) => c,
             // Unwrapping with a dead wrapping token is a bad request, not a
@@ -389,6 +397,120 @@ impl Pipeline {
         result
     }
 
+    /// A login: the auth method checks the credential it was given, and
+    /// the token it grants is issued here, as an orphan recording who
+    /// logged in and through which mount.
+    async fn login(
+        &self,
+        req: &Request,
+        mount: &Arc<MountEntry>,
+        rel: &str,
+        engine: Arc<dyn Engine>,
+        now: OffsetDateTime,
+    ) -> Result<Response, ApiError> {
+        let audit_in = self.audit_input(req, mount, None);
+        self.audit_request(&audit_in).await?;
+        let ctx = EngineCtx {
+            view: BarrierView::new(self.barrier.clone(), &mount.storage_prefix()),
+            mount,
+            path: rel,
+            caller: None,
+            now,
+        };
+        let result = match engine.handle(&ctx, req).await {
+            Ok(mut resp) => match resp.login.take() {
+                Some(grant) => self
+                    .issue_login_token(req, mount, grant, now.unix_timestamp())
+                    .await
+                    .map(|(auth, warnings)| {
+                        resp.auth = Some(auth);
+                        resp.warnings.extend(warnings);
+                        resp
+                    }),
+                None => Ok(resp),
+            },
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(mut resp) => {
+                resp.mount_type = mount.mount_type.clone();
+                match req.wrap_ttl {
+                    Some(ttl) if should_wrap(&resp) => {
+                        wrapping::wrap(self, req, resp, ttl, now.unix_timestamp()).await
+                    }
+                    _ => Ok(resp),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        self.audit_response(&audit_in, mount, result.as_ref())
+            .await?;
+        result
+    }
+
+    /// Issues the token an auth method granted, within the auth mount's TTL
+    /// limits (a TTL beyond the maximum is cut to it, with a warning, as in
+    /// Vault).
+    async fn issue_login_token(
+        &self,
+        req: &Request,
+        mount: &MountEntry,
+        grant: logical::LoginGrant,
+        now: i64,
+    ) -> Result<(logical::Auth, Vec<String>), ApiError> {
+        let mut warnings = Vec::new();
+        let mount_max = mount.config.effective_max_ttl();
+        let mut max_ttl = match grant.max_ttl {
+            0 => mount_max,
+            m => m.min(mount_max),
+        };
+        if grant.explicit_max_ttl > 0 {
+            max_ttl = max_ttl.min(grant.explicit_max_ttl);
+        }
+        let asked = match (grant.period, grant.ttl) {
+            (p, _) if p > 0 => p,
+            (_, 0) => mount.config.effective_default_ttl(),
+            (_, t) => t,
+        };
+        let ttl = if asked > max_ttl && (grant.period == 0 || grant.explicit_max_ttl > 0) {
+            warnings.push(crate::lease::schedule::capped_warning(asked, max_ttl));
+            max_ttl
+        } else {
+            asked
+        };
+        let mut policies = grant.policies.clone();
+        if !grant.no_default_policy && !policies.iter().any(|p| p == "default") {
+            policies.push("default".into());
+        }
+        policies.sort();
+        policies.dedup();
+        let spec = crate::token::NewToken {
+            parent: None,
+            policies,
+            display_name: grant.display_name,
+            meta: grant.metadata,
+            ttl,
+            explicit_max_ttl: grant.explicit_max_ttl,
+            max_ttl: if grant.period > 0 {
+                grant.explicit_max_ttl
+            } else {
+                max_ttl
+            },
+            period: grant.period,
+            renewable: true,
+            num_uses: grant.num_uses,
+            role: Some(grant.role).filter(|r| !r.is_empty()),
+            path: req.path.clone(),
+            identity: Some(grant.identity).filter(|i| !i.is_empty()),
+            entity_id: String::new(),
+            auth_mount: Some(mount.accessor.clone()),
+            bound_cidrs: grant.bound_cidrs,
+        };
+        let (token, entry) = self.tokens.create(spec, now).await?;
+        tracing::info!(accessor = %entry.accessor, mount = %mount.route_prefix(), identity = ?entry.identity, "login");
+        Ok((token_auth::auth_of(token, &entry, now), warnings))
+    }
+
     /// Resolves the request's token to a caller with a compiled ACL.
     fn authenticate(&self, req: &Request, now: i64) -> Result<Caller, ApiError> {
         let token = req.token.clone().ok_or(ApiError::PermissionDenied)?;
@@ -400,6 +522,10 @@ impl Pipeline {
             .tokens
             .lookup_live(&token, now)?
             .ok_or(ApiError::PermissionDenied)?;
+        if !crate::auth::cidr::allows(&entry.bound_cidrs, req.client_addr.map(|a| a.ip())) {
+            tracing::debug!(accessor = %entry.accessor, "token used from outside its bound CIDRs");
+            return Err(ApiError::PermissionDenied);
+        }
         let acl = if entry.is_root() {
             self.root_acl.clone()
         } else {
@@ -452,7 +578,7 @@ impl Pipeline {
         ))
     }
 
-    fn router(&self) -> Arc<Router> {
+    pub(crate) fn router(&self) -> Arc<Router> {
         self.router
             .read()
             .unwrap_or_else(|p| p.into_inner())

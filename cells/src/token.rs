@@ -98,6 +98,12 @@ pub struct TokenEntry {
     pub identity: Option<String>,
     #[serde(default)]
     pub entity_id: String,
+    /// Accessor of the auth mount that issued it (none for `auth/token`).
+    #[serde(default)]
+    pub auth_mount: Option<String>,
+    /// CIDR blocks it may be used from; empty: anywhere.
+    #[serde(default)]
+    pub bound_cidrs: Vec<String>,
 }
 
 impl TokenEntry {
@@ -165,6 +171,8 @@ pub struct NewToken {
     pub path: String,
     pub identity: Option<String>,
     pub entity_id: String,
+    pub auth_mount: Option<String>,
+    pub bound_cidrs: Vec<String>,
 }
 
 /// One use of a token, spent.
@@ -261,6 +269,8 @@ impl TokenStore {
             path: "auth/token/root".into(),
             identity: None,
             entity_id: String::new(),
+            auth_mount: None,
+            bound_cidrs: Vec::new(),
         };
         entry_batch(batch, &entry)
     }
@@ -304,6 +314,8 @@ impl TokenStore {
             path: spec.path,
             identity: spec.identity,
             entity_id: spec.entity_id,
+            auth_mount: spec.auth_mount,
+            bound_cidrs: spec.bound_cidrs,
         };
         let batch = entry_batch(self.barrier.batch(), &entry)?;
         self.barrier.commit(batch).await?;

@@ -67,8 +67,14 @@ pub(crate) struct KeyLocks {
     stripes: Vec<Mutex<()>>,
 }
 
+impl Default for KeyLocks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl KeyLocks {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }

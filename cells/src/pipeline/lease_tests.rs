@@ -3,25 +3,15 @@
 //! and can fail like an unreachable database). The database engine's tests
 //! do the same against a real PostgreSQL.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
-use sigil_hsm::SecretString;
+use serde_json::json;
 
 use crate::api_error::ApiError;
-use crate::barrier::{Barrier, BarrierConfig};
 use crate::engines::testing::lease_test_state;
 use crate::lease::{LeaseSettings, RetryPolicy};
-use crate::logical::{Data, Operation, Outcome, Request, Response};
-use crate::node::Node;
-use crate::seal::{InitParams, SealBackend, SealManager};
-use crate::storage::MemoryStorage;
-
-struct TestNode {
-    node: Arc<Node>,
-    root: SecretString,
-}
+use crate::logical::{Operation, Outcome};
+use crate::node_testing::TestNode;
 
 fn settings(max_attempts: u32) -> LeaseSettings {
     LeaseSettings {
@@ -37,122 +27,9 @@ fn settings(max_attempts: u32) -> LeaseSettings {
     }
 }
 
-impl TestNode {
-    async fn new(settings: LeaseSettings) -> Self {
-        let barrier = Barrier::new(Arc::new(MemoryStorage::new()), BarrierConfig::default());
-        let seal = SealManager::open(barrier, SealBackend::Shamir, None).expect("seal");
-        let out = seal
-            .init(InitParams {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..InitParams::default()
-            })
-            .expect("init");
-        seal.unseal(out.keys[0].clone()).expect("unseal");
-        let node = Node::with_settings(seal, "127.0.0.1:0".into(), None, settings);
-        let t = Self {
-            node,
-            root: out.root_token,
-        };
-        t.ok(
-            Operation::Update,
-            "sys/mounts/db",
-            json!({"type": "lease-test"}),
-        )
-        .await;
-        t
-    }
-
-    async fn call_as(
-        &self,
-        token: &SecretString,
-        op: Operation,
-        path: &str,
-        body: Value,
-    ) -> Result<Response, ApiError> {
-        let data = match body {
-            Value::Object(m) => m,
-            _ => Data::new(),
-        };
-        self.node
-            .handle(
-                Request::new(op, path)
-                    .with_data(data)
-                    .with_token(Some(token.clone())),
-            )
-            .await
-    }
-
-    async fn call(&self, op: Operation, path: &str, body: Value) -> Result<Response, ApiError> {
-        self.call_as(&self.root.clone(), op, path, body).await
-    }
-
-    async fn ok(&self, op: Operation, path: &str, body: Value) -> Response {
-        self.call(op, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("{op} {path}: {e}"))
-    }
-
-    fn mount_uuid(&self) -> String {
-        futures::executor::block_on(self.node.pipeline())
-            .expect("pipeline")
-            .router()
-            .get(crate::mounts::Table::Secrets, "db")
-            .expect("db mount")
-            .uuid
-            .clone()
-    }
-
-    /// A lease from `db/creds/<name>`: its ID and the user it stands for.
-    async fn creds(&self, token: &SecretString, name: &str, body: Value) -> (String, String) {
-        let resp = self
-            .call_as(token, Operation::Read, &format!("db/creds/{name}"), body)
-            .await
-            .expect("creds");
-        let lease = resp.lease.expect("a lease");
-        let user = resp.data.expect("data")["username"]
-            .as_str()
-            .expect("user")
-            .to_owned();
-        (lease.lease_id, user)
-    }
-
-    async fn lookup(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(
-            Operation::Update,
-            "sys/leases/lookup",
-            json!({"lease_id": id}),
-        )
-        .await
-        .map(|r| Value::Object(r.data.unwrap_or_default()))
-    }
-
-    async fn token(&self, policies: &[&str]) -> SecretString {
-        let r = self
-            .ok(
-                Operation::Update,
-                "auth/token/create",
-                json!({"policies": policies, "ttl": "1h"}),
-            )
-            .await;
-        r.auth.expect("auth").client_token
-    }
-
-    /// Runs expiration rounds until `done` holds (or 10 s pass).
-    async fn expire_until(&self, mut done: impl FnMut() -> bool) {
-        let p = self.node.pipeline().await.expect("pipeline");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "expiration did not get there");
-            p.expire_due().await.expect("round");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn leases_are_registered_and_revoked_on_expiry_and_with_their_token() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let token = t.token(&["root"]).await;
 
@@ -228,7 +105,7 @@ async fn leases_are_registered_and_revoked_on_expiry_and_with_their_token() {
 
 #[tokio::test]
 async fn failed_revocations_back_off_then_turn_irrevocable_until_forced() {
-    let t = TestNode::new(settings(3)).await;
+    let t = TestNode::with_lease_test(settings(3)).await;
     let uuid = t.mount_uuid();
     let (id, user) = t.creds(&t.root.clone(), "app", json!({"ttl": 1})).await;
     t.ok(Operation::Update, "db/fail", json!({"on": true}))
@@ -309,7 +186,7 @@ async fn failed_revocations_back_off_then_turn_irrevocable_until_forced() {
 
 #[tokio::test]
 async fn revoke_prefix_keeps_going_past_failures_and_reports_them() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let root = t.root.clone();
     let mut ids = Vec::new();
@@ -376,7 +253,7 @@ async fn revoke_prefix_keeps_going_past_failures_and_reports_them() {
 
 #[tokio::test]
 async fn renewal_calls_the_engine_and_stops_at_the_maximum() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let root = t.root.clone();
     let (id, user) = t
@@ -438,7 +315,7 @@ async fn renewal_calls_the_engine_and_stops_at_the_maximum() {
 
 #[tokio::test]
 async fn bad_lease_requests_are_refused_and_change_nothing() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let root = t.root.clone();
     let (id, _) = t.creds(&root, "app", json!({"ttl": 3600})).await;
     for (op, path, body) in [
@@ -518,7 +395,7 @@ async fn bad_lease_requests_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn asynchronous_revocation_answers_202_and_the_manager_finishes() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let root = t.root.clone();
     let (a, ua) = t.creds(&root, "app", json!({"ttl": 3600})).await;
@@ -550,7 +427,7 @@ async fn asynchronous_revocation_answers_202_and_the_manager_finishes() {
 
 #[tokio::test]
 async fn disabling_a_mount_revokes_its_leases_first_or_not_at_all() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let root = t.root.clone();
     let (_, u1) = t.creds(&root, "app", json!({"ttl": 3600})).await;
@@ -589,7 +466,7 @@ async fn disabling_a_mount_revokes_its_leases_first_or_not_at_all() {
 
 #[tokio::test]
 async fn tidy_finds_leases_whose_token_vanished_without_cleanup() {
-    let t = TestNode::new(settings(6)).await;
+    let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();
     let token = t.token(&["root"]).await;
     let (id, user) = t.creds(&token, "app", json!({"ttl": 3600})).await;

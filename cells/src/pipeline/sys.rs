@@ -355,10 +355,11 @@ async fn enable_mount(
         mount_type = "kv".into();
         options.insert("version".into(), "2".into());
     }
-    let engine = match table {
-        Table::Secrets => p.engines.get(mount_type.as_str()).cloned(),
-        Table::Auth => None,
-    };
+    let engine = p
+        .engines
+        .get(mount_type.as_str())
+        .filter(|e| e.is_auth_method() == (table == Table::Auth))
+        .cloned();
     let Some(engine) = engine.filter(|e| !matches!(e.kind(), "cubbyhole")) else {
         let what = if table == Table::Auth {
             "auth method"

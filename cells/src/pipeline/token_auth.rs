@@ -363,10 +363,23 @@ async fn create(
         period,
         renewable,
         num_uses,
+        bound_cidrs: role
+            .as_ref()
+            .map(|r| r.token_bound_cidrs.clone())
+            .unwrap_or_default(),
         role: role.map(|r| r.name),
         path,
-        identity: caller.entry.identity.clone(),
+        // A token made from another carries its identity; one made by a
+        // token with none is a plain token.
+        identity: Some(
+            caller
+                .entry
+                .identity
+                .clone()
+                .unwrap_or_else(|| "token".to_owned()),
+        ),
         entity_id: caller.entry.entity_id.clone(),
+        auth_mount: caller.entry.auth_mount.clone(),
     };
     let (token, entry) = p.tokens.create(spec, now).await?;
     let mut resp = Response {
@@ -484,6 +497,13 @@ pub(super) fn lookup_json(e: &TokenEntry, token: Option<&SecretString>, now: i64
         if let Some(r) = &e.role {
             obj.insert("role".into(), json!(r));
         }
+        // Who the token was issued to, and by which auth mount: what the
+        // global revocation console revokes by.
+        obj.insert("identity".into(), json!(e.identity));
+        obj.insert("auth_mount".into(), json!(e.auth_mount));
+        if !e.bound_cidrs.is_empty() {
+            obj.insert("bound_cidrs".into(), json!(e.bound_cidrs));
+        }
     }
     v
 }
@@ -593,12 +613,9 @@ fn update_role(role: &mut TokenRole, d: &crate::logical::Data) -> Result<(), Api
             }
         }
     }
-    if let Some(v) = params::string_list(d, "token_bound_cidrs")?
-        && !v.is_empty()
-    {
-        return Err(ApiError::InvalidRequest(
-            "token_bound_cidrs is not supported yet".into(),
-        ));
+    if let Some(v) = params::string_list(d, "token_bound_cidrs")? {
+        crate::auth::cidr::parse_list(&v).map_err(ApiError::InvalidRequest)?;
+        role.token_bound_cidrs = v;
     }
     Ok(())
 }
