@@ -118,6 +118,14 @@ pub trait Engine: Send + Sync + Debug {
         Box::pin(async { Ok(()) })
     }
 
+    /// Periodic work of a mount (a static database role's scheduled
+    /// rotation). The cell's leader calls it about once a second for every
+    /// mount of the engine; errors are logged. The default does nothing.
+    fn tick<'a>(&'a self, ctx: &'a EngineCtx<'a>) -> BoxFuture<'a, Result<(), ApiError>> {
+        let _ = ctx;
+        Box::pin(async { Ok(()) })
+    }
+
     /// Runs after the mount's options change through tune (KV upgrades v1
     /// data to v2 here). The default does nothing.
     fn options_changed<'a>(

@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::logical::{Data, Response};
 
 pub mod cubbyhole;
+pub mod database;
 pub mod flat;
 pub mod kv;
 
@@ -27,6 +28,7 @@ pub fn builtin() -> Vec<Arc<dyn Engine>> {
     let mut engines: Vec<Arc<dyn Engine>> = vec![
         Arc::new(kv::KvEngine::new()),
         Arc::new(cubbyhole::CubbyholeEngine),
+        Arc::new(database::DatabaseEngine::new()),
         Arc::new(crate::auth::approle::AppRoleEngine::new()),
     ];
     #[cfg(test)]

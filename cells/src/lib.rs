@@ -39,6 +39,7 @@ pub mod server;
 pub mod shamir;
 pub mod storage;
 pub mod telemetry;
+pub mod testkit;
 pub mod tls;
 pub mod token;
 pub mod view;

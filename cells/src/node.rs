@@ -417,6 +417,7 @@ impl Node {
     /// the front of the due index.
     pub async fn lease_loop(self: Arc<Self>) {
         let tick = self.lease_settings.tick;
+        let mut last_engine_tick = std::time::Instant::now();
         loop {
             let pipeline = if self.is_serving() && self.leads() {
                 self.pipeline().await.ok()
@@ -432,6 +433,10 @@ impl Node {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let batch = p.lease_settings().batch;
+            if last_engine_tick.elapsed() >= Duration::from_secs(1) {
+                last_engine_tick = std::time::Instant::now();
+                p.tick_engines().await;
+            }
             let busy = match p.expire_due().await {
                 Ok(round) => {
                     if round.revoked + round.failed > 0 {

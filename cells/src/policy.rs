@@ -26,7 +26,7 @@
 mod acl;
 pub mod builtin;
 mod capabilities;
-mod hcl;
+pub(crate) mod hcl;
 mod parameters;
 mod parse;
 mod pattern;

@@ -326,6 +326,31 @@ impl Pipeline {
         self.lease_wake.clone()
     }
 
+    /// Runs every mount's periodic work once (see [`Engine::tick`]).
+    pub async fn tick_engines(&self) {
+        let router = self.router();
+        for mount in router.all() {
+            let Some(engine) = self.engines.get(mount.mount_type.as_str()).cloned() else {
+                continue;
+            };
+            let ctx = EngineCtx {
+                view: BarrierView::new(self.barrier.clone(), &mount.storage_prefix()),
+                mount,
+                path: "",
+                caller: None,
+                now: OffsetDateTime::now_utc(),
+            };
+            let limit = self.lease_settings.revoke_timeout;
+            match tokio::time::timeout(limit, engine.tick(&ctx)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(mount = %mount.route_prefix(), error = %e, "periodic work failed")
+                }
+                Err(_) => tracing::warn!(mount = %mount.route_prefix(), "periodic work timed out"),
+            }
+        }
+    }
+
     /// When the earliest lease is due (unix ms).
     pub fn next_lease_due(&self) -> Result<Option<i64>, ApiError> {
         Ok(self.leases.next_due()?)
