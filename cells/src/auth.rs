@@ -19,3 +19,5 @@ pub mod token_params;
 
 #[cfg(test)]
 mod approle_tests;
+#[cfg(test)]
+mod jwt_tests;

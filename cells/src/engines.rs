@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api_error::ApiError;
+use crate::auth::jwt::{Flavor, JwtEngine};
 use crate::engine::Engine;
 use crate::logical::{Data, Response};
 
@@ -30,6 +31,8 @@ pub fn builtin() -> Vec<Arc<dyn Engine>> {
         Arc::new(cubbyhole::CubbyholeEngine),
         Arc::new(database::DatabaseEngine::new()),
         Arc::new(crate::auth::approle::AppRoleEngine::new()),
+        Arc::new(JwtEngine::new(Flavor::Jwt)),
+        Arc::new(JwtEngine::new(Flavor::Kubernetes)),
     ];
     #[cfg(test)]
     engines.push(Arc::new(testing::LeaseTestEngine));

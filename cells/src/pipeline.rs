@@ -17,7 +17,7 @@ mod leases;
 mod policies;
 mod raft_ops;
 mod sys;
-mod token_auth;
+pub(crate) mod token_auth;
 mod wrapping;
 
 use std::collections::BTreeMap;

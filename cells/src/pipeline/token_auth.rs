@@ -404,7 +404,7 @@ fn subset_of_parent(policies: &[String], caller: &Caller) -> Result<(), ApiError
     Ok(())
 }
 
-fn sanitise_display_name(name: &str) -> String {
+pub(crate) fn sanitise_display_name(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
