@@ -75,6 +75,13 @@ pub trait Engine: Send + Sync + Debug {
         false
     }
 
+    /// Whether a request may hand out a leased secret (lease-count quotas
+    /// are checked before such requests run).
+    fn issues_leases(&self, path: &str, op: Operation) -> bool {
+        let _ = (path, op);
+        false
+    }
+
     /// For a write, whether its target already exists, which makes the
     /// request an `update` rather than a `create` for policy purposes.
     /// `None`: the engine does not tell them apart, and every write is an

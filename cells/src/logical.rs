@@ -392,6 +392,15 @@ impl Response {
         }
     }
 
+    /// A response whose data is the JSON object `v` (anything else gives
+    /// no data).
+    pub fn from_json(v: serde_json::Value) -> Self {
+        match v {
+            Value::Object(m) => Self::data(m),
+            _ => Self::default(),
+        }
+    }
+
     /// A 404 that still carries `data`.
     pub fn not_found_with(data: Data) -> Self {
         Self {

@@ -15,6 +15,7 @@
 mod lease_tests;
 mod leases;
 mod policies;
+mod quotas;
 mod raft_ops;
 mod sys;
 pub(crate) mod token_auth;
@@ -37,7 +38,7 @@ use crate::audit::{AuditAuth, AuditBroker, AuditError, AuditMount, AuditRequest,
 use crate::barrier::Barrier;
 use crate::engine::{CallerInfo, Engine, EngineCtx};
 use crate::lease::{LeaseSettings, LeaseStore};
-use crate::logical::{self, Data, Operation, Request, Response};
+use crate::logical::{self, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::mounts::{MountEntry, Router, Table};
 use crate::policy::Acl;
@@ -134,6 +135,7 @@ pub struct Pipeline {
     lease_settings: LeaseSettings,
     /// Wakes the expiration manager (a short lease, a revoked token).
     lease_wake: Arc<tokio::sync::Notify>,
+    quotas: quotas::Quotas,
 }
 
 impl Pipeline {
@@ -180,11 +182,13 @@ impl Pipeline {
             leases: LeaseStore::new(barrier.clone()),
             lease_settings,
             lease_wake: Arc::default(),
+            quotas: quotas::Quotas::default(),
             barrier,
             seal,
             cell,
         };
         sys::load_audit_devices(&pipeline).await?;
+        pipeline.load_quotas()?;
         Ok(pipeline)
     }
 
@@ -199,6 +203,7 @@ impl Pipeline {
             *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Router::new(mounts));
         }
         self.policies.forget_all();
+        self.load_quotas()?;
         sys::sync_audit_devices(self).await
     }
 
@@ -239,6 +244,9 @@ impl Pipeline {
             );
         };
         let label = mount.route_prefix();
+        if let Err(e) = self.check_rate_limit(&req) {
+            return (label, Err(e));
+        }
         let rel = rel.to_owned();
         let result = self.run_routed(&mut req, &mount, &rel).await;
         (label, result)
@@ -337,6 +345,13 @@ impl Pipeline {
             }
         };
         caller.sudo = authorized.sudo;
+        // A lease-count quota stops a leased secret before it is made.
+        if let Some(engine) = &engine
+            && engine.issues_leases(rel, req.operation)
+            && let Err(e) = self.check_lease_count(req)
+        {
+            return self.refused(req, mount, Some(&caller), e).await;
+        }
         // Spend a use before the work: a token with no uses left is dead.
         let mut revoked_by_use = Vec::new();
         if caller.entry.num_uses > 0 {
@@ -809,15 +824,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("encoding: {e}")))
 }
 
-/// `data` as a JSON object value.
-fn obj(v: Value) -> Data {
-    match v {
-        Value::Object(m) => m,
-        _ => Data::new(),
-    }
-}
-
 /// `json!` for response data.
 fn data(v: Value) -> Response {
-    Response::data(obj(v))
+    Response::from_json(v)
 }

@@ -142,7 +142,7 @@ impl AppRoleEngine {
             ("", Operation::Delete) => self.delete_role(ctx, name).await,
             ("role-id", Operation::Read) => {
                 let role = self.role(ctx, name)?;
-                Ok(data(json!({ "role_id": role.role_id })))
+                Ok(Response::from_json(json!({ "role_id": role.role_id })))
             }
             ("role-id", Operation::Create | Operation::Update) => {
                 self.set_role_id(ctx, req, name).await
@@ -434,7 +434,7 @@ impl AppRoleEngine {
             hmac_part.as_bytes(),
         )?;
         ctx.view.commit(batch).await?;
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "secret_id": secret,
             "secret_id_accessor": entry.accessor,
             "secret_id_ttl": entry.ttl,
@@ -447,7 +447,7 @@ impl AppRoleEngine {
             // Vault answers an unknown secret ID with no data.
             return Ok(Response::empty());
         };
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "secret_id_accessor": e.accessor,
             "creation_time": clock::rfc3339_unix(e.creation_unix),
             "last_updated_time": clock::rfc3339_unix(e.last_updated_unix),
@@ -746,13 +746,6 @@ fn metadata_param(d: &Data) -> Result<BTreeMap<String, String>, ApiError> {
             _ => Err(bad()),
         })
         .collect()
-}
-
-fn data(v: Value) -> Response {
-    match v {
-        Value::Object(m) => Response::data(m),
-        _ => Response::empty(),
-    }
 }
 
 fn secs(s: u64) -> i64 {

@@ -99,19 +99,8 @@ impl TokenParams {
             self.no_default_policy = v;
         }
         if let Some(v) = params::string(d, "token_type")? {
-            match v.as_str() {
-                "" | "default" | "service" | "default-service" => self.token_type = v,
-                "batch" | "default-batch" => {
-                    return Err(ApiError::InvalidRequest(
-                        "batch tokens are not supported; use a service token".into(),
-                    ));
-                }
-                other => {
-                    return Err(ApiError::InvalidRequest(format!(
-                        "invalid token_type {other:?}"
-                    )));
-                }
-            }
+            check_token_type(&v)?;
+            self.token_type = v;
         }
         if self.max_ttl > 0 && self.ttl > self.max_ttl {
             return Err(ApiError::InvalidRequest(
@@ -154,6 +143,19 @@ impl TokenParams {
             identity,
             role: role.to_owned(),
         }
+    }
+}
+
+/// `token_type`: service tokens only (`default` means service here).
+pub fn check_token_type(v: &str) -> Result<(), ApiError> {
+    match v {
+        "" | "default" | "service" | "default-service" => Ok(()),
+        "batch" | "default-batch" => Err(ApiError::InvalidRequest(
+            "batch tokens are not supported; use a service token".into(),
+        )),
+        other => Err(ApiError::InvalidRequest(format!(
+            "invalid token_type {other:?}"
+        ))),
     }
 }
 

@@ -116,6 +116,10 @@ impl Engine for DatabaseEngine {
         "database"
     }
 
+    fn issues_leases(&self, path: &str, op: Operation) -> bool {
+        op == Operation::Read && path.starts_with("creds/")
+    }
+
     fn handle<'a>(
         &'a self,
         ctx: &'a EngineCtx<'a>,
@@ -235,7 +239,7 @@ impl DatabaseEngine {
         let Some(c) = ctx.view.get_json::<DbConfig>(&format!("config/{name}"))? else {
             return Err(ApiError::NotFound(String::new()));
         };
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "plugin_name": c.plugin_name,
             "connection_details": {
                 "connection_url": c.connection_url,
@@ -440,7 +444,7 @@ impl DatabaseEngine {
         let Some(r) = ctx.view.get_json::<DynamicRole>(&format!("role/{name}"))? else {
             return Err(ApiError::NotFound(String::new()));
         };
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "db_name": r.db_name,
             "creation_statements": r.creation_statements,
             "revocation_statements": r.revocation_statements,
@@ -574,7 +578,8 @@ impl DatabaseEngine {
         internal.insert("username".into(), username.clone().into());
         internal.insert("role".into(), role_name.into());
         internal.insert("db_name".into(), role.db_name.clone().into());
-        let mut resp = data(json!({ "username": username, "password": password.expose() }));
+        let mut resp =
+            Response::from_json(json!({ "username": username, "password": password.expose() }));
         resp.secret = Some(SecretLease {
             ttl: grant.ttl,
             max_ttl: grant.max_ttl,
@@ -603,7 +608,7 @@ impl DatabaseEngine {
         else {
             return Err(ApiError::NotFound(String::new()));
         };
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "db_name": r.db_name,
             "username": r.username,
             "rotation_period": r.rotation_period,
@@ -688,7 +693,7 @@ impl DatabaseEngine {
     fn static_creds(&self, ctx: &EngineCtx<'_>, name: &str) -> Result<Response, ApiError> {
         let r = self.static_role(ctx, name)?;
         let now = ctx.now.unix_timestamp();
-        Ok(data(json!({
+        Ok(Response::from_json(json!({
             "username": r.username,
             "password": r.password,
             "last_vault_rotation": crate::clock::rfc3339_unix(r.last_rotation_unix),
@@ -889,13 +894,6 @@ pub fn parse_password_policy(text: &str) -> Result<PasswordPolicy, ApiError> {
     }
     policy.validate().map_err(|e| bad(e.to_string()))?;
     Ok(policy)
-}
-
-fn data(v: Value) -> Response {
-    match v {
-        Value::Object(m) => Response::data(m),
-        _ => Response::empty(),
-    }
 }
 
 fn secs(s: u64) -> i64 {

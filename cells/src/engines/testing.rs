@@ -159,6 +159,10 @@ impl Engine for LeaseTestEngine {
         "lease-test"
     }
 
+    fn issues_leases(&self, path: &str, _op: crate::logical::Operation) -> bool {
+        path.starts_with("creds/")
+    }
+
     fn handle<'a>(
         &'a self,
         ctx: &'a EngineCtx<'a>,

@@ -492,3 +492,108 @@ async fn tidy_finds_leases_whose_token_vanished_without_cleanup() {
     assert_eq!(again["leases_of_revoked_tokens"], 0);
     assert_eq!(again["stale_due_entries"], 0);
 }
+
+#[tokio::test]
+async fn lease_count_quotas_refuse_before_the_engine_hands_anything_out() {
+    let t = TestNode::with_lease_test(settings(6)).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    t.ok(
+        Operation::Update,
+        "sys/quotas/lease-count/db-app",
+        json!({"path": "db/creds/app", "max_leases": 2}),
+    )
+    .await;
+    let (first, _) = t.creds(&root, "app", json!({"ttl": 3600})).await;
+    t.creds(&root, "app", json!({"ttl": 3600})).await;
+    let e = t
+        .call(Operation::Read, "db/creds/app", json!({"ttl": 3600}))
+        .await
+        .expect_err("over the quota");
+    assert_eq!(e.http_status(), 429, "{e}");
+    assert!(
+        e.to_string().contains("lease count quota \"db-app\""),
+        "{e}"
+    );
+    assert_eq!(
+        lease_test_state(&uuid).live.len(),
+        2,
+        "nothing was handed out past the quota"
+    );
+    // Other paths are not covered; revoking one makes room.
+    t.creds(&root, "web", json!({"ttl": 3600})).await;
+    t.ok(
+        Operation::Update,
+        "sys/leases/revoke",
+        json!({"lease_id": first}),
+    )
+    .await;
+    t.creds(&root, "app", json!({"ttl": 3600})).await;
+    let q = t
+        .ok(Operation::Read, "sys/quotas/lease-count/db-app", json!({}))
+        .await
+        .data
+        .expect("data");
+    assert_eq!(q["max_leases"], 2);
+    for bad in [
+        json!({"max_leases": 0}),
+        json!({"max_leases": "many"}),
+        json!({"path": "a/../b", "max_leases": 1}),
+        json!({"unknown": 1, "max_leases": 1}),
+    ] {
+        let e = t
+            .call(Operation::Update, "sys/quotas/lease-count/bad", bad.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(e.http_status(), 400, "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn rate_limit_quotas_answer_429_per_client_and_spare_the_quota_api() {
+    let t = TestNode::with_lease_test(settings(6)).await;
+    let root = t.root.clone();
+    t.ok(
+        Operation::Update,
+        "sys/quotas/rate-limit/kv",
+        json!({"path": "cubbyhole/", "rate": 2, "interval": "1h"}),
+    )
+    .await;
+    let call = |from: &'static str| {
+        let t = &t;
+        let root = root.clone();
+        async move {
+            t.call_from(
+                from,
+                Some(&root),
+                Operation::Update,
+                "cubbyhole/x",
+                json!({"v": 1}),
+            )
+            .await
+        }
+    };
+    call("127.0.0.1:1").await.expect("first");
+    call("127.0.0.1:2").await.expect("second, same address");
+    let e = call("127.0.0.1:3").await.expect_err("third");
+    assert_eq!(e.http_status(), 429);
+    assert!(
+        e.to_string().contains("rate limit quota \"kv\" exceeded"),
+        "{e}"
+    );
+    call("127.0.0.2:1").await.expect("another client");
+    // Paths outside the quota, and the quota API itself, still work.
+    t.ok(Operation::Read, "sys/mounts", json!({})).await;
+    t.ok(Operation::Delete, "sys/quotas/rate-limit/kv", json!({}))
+        .await;
+    call("127.0.0.1:4").await.expect("lifted");
+    let e = t
+        .call(
+            Operation::Update,
+            "sys/quotas/rate-limit/bad",
+            json!({"rate": 0}),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(e.http_status(), 400);
+}

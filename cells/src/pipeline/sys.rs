@@ -168,6 +168,7 @@ pub(super) async fn handle(
             super::raft_ops::snapshot_restore(p.cell()?, &p.barrier, req, true).await
         }
         ("step-down", "") if write => super::raft_ops::step_down(p.cell()?).await,
+        ("quotas", rest) if !rest.is_empty() => super::quotas::handle(p, req, rest).await,
         ("leases" | "renew" | "revoke" | "revoke-prefix" | "revoke-force", _) => {
             super::leases::handle(p, req, head, rest, caller).await
         }

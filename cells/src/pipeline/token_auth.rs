@@ -599,19 +599,8 @@ fn update_role(role: &mut TokenRole, d: &crate::logical::Data) -> Result<(), Api
         role.token_no_default_policy = v;
     }
     if let Some(v) = params::string(d, "token_type")? {
-        match v.as_str() {
-            "" | "default" | "default-service" | "service" => role.token_type = v,
-            "batch" | "default-batch" => {
-                return Err(ApiError::InvalidRequest(
-                    "batch tokens are not supported; use a service token".into(),
-                ));
-            }
-            other => {
-                return Err(ApiError::InvalidRequest(format!(
-                    "invalid token_type {other:?}"
-                )));
-            }
-        }
+        crate::auth::token_params::check_token_type(&v)?;
+        role.token_type = v;
     }
     if let Some(v) = params::string_list(d, "token_bound_cidrs")? {
         crate::auth::cidr::parse_list(&v).map_err(ApiError::InvalidRequest)?;
