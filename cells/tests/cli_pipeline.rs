@@ -611,18 +611,32 @@ fn mounts_auth_audit(env: &[(&str, &str)], dir: &std::path::Path) {
         "{mounts}"
     );
 
-    // auth enable / list / disable. Only the token method exists so far:
-    // enabling an unknown type and disabling the token method both fail.
+    // auth enable / list / disable. An unknown type, a secrets engine
+    // mounted as an auth method, and disabling the token method all fail.
     fails(
-        sigil(&["auth", "enable", "-path=ar", "approle"], env),
+        sigil(&["auth", "enable", "-path=nope", "no-such-method"], env),
         1,
-        "plugin not found in the catalog: approle",
+        "plugin not found in the catalog: no-such-method",
     );
+    fails(
+        sigil(&["auth", "enable", "-path=kvauth", "kv"], env),
+        1,
+        "plugin not found in the catalog: kv",
+    );
+    let out = ok(sigil(&["auth", "enable", "-path=ar", "approle"], env));
+    assert_eq!(out.trim(), "Success! Enabled approle auth method at: ar/");
     let auths = ok_json(sigil(&["auth", "list", "-format=json"], env));
     assert_eq!(auths["token/"]["type"], "token", "{auths}");
-    assert!(auths.get("ar/").is_none(), "{auths}");
+    assert_eq!(auths["ar/"]["type"], "approle", "{auths}");
+    assert!(
+        auths.get("nope/").is_none() && auths.get("kvauth/").is_none(),
+        "{auths}"
+    );
     let table = ok(sigil(&["auth", "list"], env));
     assert!(table.lines().any(|l| l.starts_with("token/ ")), "{table}");
+    ok(sigil(&["auth", "disable", "ar"], env));
+    let auths = ok_json(sigil(&["auth", "list", "-format=json"], env));
+    assert!(auths.get("ar/").is_none(), "{auths}");
     fails(
         sigil(&["auth", "disable", "token"], env),
         1,

@@ -242,7 +242,9 @@ impl DatabaseEngine {
         Ok(Response::from_json(json!({
             "plugin_name": c.plugin_name,
             "connection_details": {
-                "connection_url": c.connection_url,
+                // A password written into the URL (rather than through
+                // `{{password}}`) is not shown either.
+                "connection_url": postgres::redact_url(&c.connection_url),
                 "username": c.username,
                 "max_open_connections": c.max_open_connections,
             },

@@ -603,7 +603,7 @@ impl PostgresConfig {
 }
 
 /// The URL for logs and `Debug`: any literal password in it replaced.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return "[unparseable url]".to_owned();
     };

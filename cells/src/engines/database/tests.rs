@@ -479,6 +479,25 @@ async fn root_rotation_hides_the_new_password_and_bad_input_is_refused() {
         }),
     )
     .await;
+    // A password written into the URL itself is never shown back either.
+    t.ok(
+        Operation::Update,
+        "database/config/literal",
+        json!({"plugin_name": "postgresql-database-plugin", "connection_url": pg.url()}),
+    )
+    .await;
+    let literal = t
+        .ok(Operation::Read, "database/config/literal", json!({}))
+        .await
+        .data
+        .expect("data");
+    let shown = literal["connection_details"]["connection_url"]
+        .as_str()
+        .expect("url");
+    assert!(
+        !shown.contains(pg.password()) && shown.contains("[redacted]"),
+        "{shown}"
+    );
     t.ok(Operation::Update, "database/rotate-root/admin", json!({}))
         .await;
     assert!(login(pg, "rootrot_admin", "admin-pw-1").await.is_err());
