@@ -245,6 +245,10 @@ pub struct Auth {
     pub token_type: String,
     pub orphan: bool,
     pub num_uses: u64,
+    /// Who the token was issued to (`approle:ci`, a SPIFFE ID): recorded
+    /// in audit records; not part of Vault's wire format.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 impl Auth {

@@ -643,6 +643,7 @@ impl Pipeline {
                 entity_id: c.entry.entity_id.clone(),
                 token_type: "service".into(),
                 token_ttl: c.entry.remaining_ttl(now),
+                identity: c.entry.identity.clone(),
             })
             .unwrap_or_default();
         let accessor = caller

@@ -47,6 +47,9 @@ pub struct AuditAuth {
     pub token_type: String,
     /// Seconds.
     pub token_ttl: u64,
+    /// Who the token was issued to (`approle:ci`, a SPIFFE ID,
+    /// `kubernetes:ns/sa`): in clear, so responders can search by it.
+    pub identity: Option<String>,
 }
 
 impl AuditAuth {
@@ -63,6 +66,7 @@ impl AuditAuth {
             entity_id: auth.entity_id.clone(),
             token_type: auth.token_type.clone(),
             token_ttl: auth.lease_duration,
+            identity: auth.identity.clone(),
         }
     }
 }
@@ -210,6 +214,8 @@ pub struct EntryAuth {
     pub entity_id: String,
     pub token_type: String,
     pub token_ttl: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +378,7 @@ impl Redactor {
             entity_id: a.entity_id.clone(),
             token_type: a.token_type.clone(),
             token_ttl: a.token_ttl,
+            identity: a.identity.clone(),
         }
     }
 
@@ -476,6 +483,7 @@ mod tests {
             policies: vec!["default".into(), "ops".into()],
             metadata: BTreeMap::from([("user".into(), "alice-meta-canary".into())]),
             token_type: "service".into(),
+            identity: Some("spiffe://prod.example/ns/ops/sa/alice".into()),
             ..AuditAuth::default()
         };
         let mount = AuditMount {
@@ -550,6 +558,11 @@ mod tests {
         let v: Value = serde_json::from_str(&text).expect("json");
         let h = |s: &str| Value::String(hash_value(&salt(), s));
         assert_eq!(v["auth"]["client_token"], h(TOKEN));
+        // The identity is recorded in clear: responders search by it.
+        assert_eq!(
+            v["auth"]["identity"],
+            "spiffe://prod.example/ns/ops/sa/alice"
+        );
         assert_eq!(v["auth"]["accessor"], h(ACCESSOR));
         assert_eq!(v["auth"]["display_name"], "token-alice");
         assert_eq!(v["auth"]["policies"], json!(["default", "ops"]));

@@ -461,6 +461,7 @@ pub(super) fn auth_of(token: SecretString, e: &TokenEntry, now: i64) -> Auth {
         token_type: "service".into(),
         orphan: e.is_orphan(),
         num_uses: e.num_uses,
+        identity: e.identity.clone(),
     }
 }
 

@@ -148,6 +148,7 @@ fn response_from(stored: &Value) -> Response {
         token_type: s(&a["token_type"]),
         orphan: a["orphan"].as_bool().unwrap_or(false),
         num_uses: a["num_uses"].as_u64().unwrap_or(0),
+        identity: None,
     });
     let lease = stored
         .get("lease")
