@@ -17,7 +17,7 @@ use sigil_cell::server::{self, Running};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn node_config(dir: &Path, name: &str, ca: &CellCa, join: Option<&str>) -> Config {
-    node_config_with(dir, name, ca, join, "")
+    common::cell_node_config(dir, name, ca, join, "", "")
 }
 
 /// `node_config`, with `raft_extra` lines added to its `[raft]` table.
@@ -28,33 +28,7 @@ fn node_config_with(
     join: Option<&str>,
     raft_extra: &str,
 ) -> Config {
-    let cert = ca
-        .issue_node(
-            &CellId::new("test-cell").expect("cell"),
-            &NodeId::new(name).expect("node"),
-            &["127.0.0.1".to_owned()],
-        )
-        .expect("issue");
-    let tls = dir.join("tls");
-    std::fs::create_dir_all(&tls).expect("mkdir");
-    let (cert_path, key_path) = cert.write_to(&tls).expect("write cert");
-    let ca_path = tls.join("ca.pem");
-    std::fs::write(&ca_path, ca.certificate().pem()).expect("write ca");
-    let join = join
-        .map(|a| format!("retry_join = [\"{a}\"]\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "node_id = \"{name}\"\ndata_dir = {:?}\ndisable_mlock = true\n\
-         [listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\
-         [cell]\nid = \"test-cell\"\n\
-         [raft]\ncluster_addr = \"127.0.0.1:0\"\n{join}{raft_extra}\
-         tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
-        dir.join("data").display().to_string(),
-        ca_path.display().to_string(),
-        cert_path.display().to_string(),
-        key_path.display().to_string(),
-    );
-    Config::parse(&text).expect("config")
+    common::cell_node_config(dir, name, ca, join, raft_extra, "")
 }
 
 fn members(base: &str, token: &str) -> usize {

@@ -281,3 +281,45 @@ pub fn call_with_headers(
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// The config of node `name` of cell `test-cell` in `dir`, with a
+/// certificate from `ca`, joining through `join` when given; `raft_extra`
+/// lines go into its `[raft]` table and `tail` after everything (more
+/// tables).
+pub fn cell_node_config(
+    dir: &Path,
+    name: &str,
+    ca: &sigil_cell::cluster_pki::CellCa,
+    join: Option<&str>,
+    raft_extra: &str,
+    tail: &str,
+) -> Config {
+    use sigil_cell::cluster_pki::{CellId, NodeId};
+    let cert = ca
+        .issue_node(
+            &CellId::new("test-cell").expect("cell"),
+            &NodeId::new(name).expect("node"),
+            &["127.0.0.1".to_owned()],
+        )
+        .expect("issue");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("mkdir");
+    let (cert_path, key_path) = cert.write_to(&tls).expect("write cert");
+    let ca_path = tls.join("ca.pem");
+    std::fs::write(&ca_path, ca.certificate().pem()).expect("write ca");
+    let join = join
+        .map(|a| format!("retry_join = [\"{a}\"]\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "node_id = \"{name}\"\ndata_dir = {:?}\ndisable_mlock = true\n\
+         [listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\
+         [cell]\nid = \"test-cell\"\n\
+         [raft]\ncluster_addr = \"127.0.0.1:0\"\n{join}{raft_extra}\
+         tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n{tail}",
+        dir.join("data").display().to_string(),
+        ca_path.display().to_string(),
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    Config::parse(&text).expect("config")
+}
