@@ -547,6 +547,11 @@ impl Cell {
         ))
     }
 
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }

@@ -28,6 +28,10 @@ pub enum Command {
     Scenario(ScenarioArgs),
     /// Fill a one-node cell, SIGKILL it, and time its restart to serving.
     Restart(RestartArgs),
+    /// Leases and identity on a one-node cell with a real PostgreSQL:
+    /// AppRole logins/s, credentials/s, revoke-prefix, and unseal to
+    /// serving with many live leases.
+    Leases(LeasesArgs),
     /// Check a saved client history (`history.json`) for linearizability.
     CheckHistory {
         /// The history file a scenario wrote.
@@ -46,6 +50,31 @@ pub struct RestartArgs {
     /// Concurrent writers while filling.
     #[arg(long, default_value_t = 8)]
     pub writers: usize,
+    /// The `sigil` binary [default: `sigil` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    pub sigil: Option<PathBuf>,
+    /// Where the node's data goes [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    /// Concurrent clients for the rates and for filling.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Measured seconds of each rate.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+    /// Leases (with real users) revoked by one revoke-prefix.
+    #[arg(long, default_value_t = 100_000)]
+    pub revoke: u64,
+    /// Live leases when the node is killed and restarted.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub live: u64,
     /// The `sigil` binary [default: `sigil` beside this binary].
     #[arg(long, value_name = "PATH")]
     pub sigil: Option<PathBuf>,
@@ -378,6 +407,7 @@ pub fn main() -> ExitCode {
         Command::Scenario(args) => runtime.block_on(run_scenario(args)),
         Command::CheckHistory { file } => check_history(&file),
         Command::Restart(args) => runtime.block_on(run_restart(args)),
+        Command::Leases(args) => runtime.block_on(run_leases(args)),
     }
 }
 
@@ -388,6 +418,53 @@ fn sigil_beside(explicit: Option<PathBuf>) -> Option<PathBuf> {
             .and_then(|p| p.parent().map(|d| d.join("sigil")))
             .filter(|p| p.exists())
     })
+}
+
+async fn run_leases(args: LeasesArgs) -> ExitCode {
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
+    };
+    if args.clients == 0
+        || !args.duration.is_finite()
+        || args.duration <= 0.0
+        || args.revoke == 0
+        || args.live == 0
+    {
+        eprintln!("Error: --clients, --duration, --revoke and --live must be greater than 0");
+        return ExitCode::from(2);
+    }
+    let temp = match tempfile::Builder::new()
+        .prefix("sigil-chaos-leases-")
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = crate::lease_bench::LeaseBenchConfig {
+        sigil,
+        dir: args.dir.unwrap_or_else(|| temp.path().to_path_buf()),
+        clients: args.clients,
+        duration: Duration::from_secs_f64(args.duration),
+        revoke: args.revoke,
+        live: args.live,
+    };
+    match crate::lease_bench::run(&config).await {
+        Ok(report) => {
+            println!("{report}");
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn run_restart(args: RestartArgs) -> ExitCode {

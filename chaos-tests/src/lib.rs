@@ -63,6 +63,7 @@ pub mod cpu_budget;
 mod error;
 pub mod history;
 pub mod latency;
+pub mod lease_bench;
 pub mod linearizability;
 pub mod proxy;
 pub mod report;
