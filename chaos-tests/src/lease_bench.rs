@@ -360,18 +360,25 @@ pub async fn run(config: &LeaseBenchConfig) -> Result<LeaseBenchReport, Error> {
 
     // --- revoke-prefix ----------------------------------------------------------
     let revoke_fill = fill(&http, &url, &root, "revoke", config.revoke, config.clients).await?;
+    // One synchronous request for all of them: no client timeout.
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .map_err(fixture)?;
     let t = Instant::now();
-    let (code, report) = cell
-        .call(
-            0,
-            "PUT",
-            "sys/leases/revoke-prefix/database/creds/revoke",
-            Some(&root),
-            &json!({}),
-        )
-        .await?;
+    let resp = patient
+        .put(format!(
+            "{url}/v1/sys/leases/revoke-prefix/database/creds/revoke"
+        ))
+        .header("X-Vault-Token", &root)
+        .json(&json!({}))
+        .send()
+        .await
+        .map_err(fixture)?;
+    let code = resp.status().as_u16();
+    let report: Value = resp.json().await.unwrap_or(Value::Null);
     let revoke_seconds = t.elapsed().as_secs_f64();
-    if code != 200 {
+    if code != 200 || report["data"]["failed"].as_u64() != Some(0) {
         return Err(Error::Fixture(format!("revoke-prefix: {code} {report}")));
     }
     let count = expect_ok(
