@@ -522,7 +522,7 @@ impl Pipeline {
             bound_cidrs: grant.bound_cidrs,
         };
         let (token, entry) = self.tokens.create(spec, now).await?;
-        tracing::info!(accessor = %entry.accessor, mount = %mount.route_prefix(), identity = ?entry.identity, "login");
+        tracing::debug!(accessor = %entry.accessor, mount = %mount.route_prefix(), identity = ?entry.identity, "login");
         Ok((token_auth::auth_of(token, &entry, now), warnings))
     }
 
