@@ -69,17 +69,7 @@ async fn three_nodes_replicate_forward_and_survive_the_leader() {
     let urls: Vec<String> = [&n1, &n2, &n3].iter().map(|n| n.http_url()).collect();
 
     // Joins complete in the background; every node sees three voters.
-    wait_for(WAIT, || {
-        [&n1, &n2, &n3]
-            .iter()
-            .all(|n| {
-                n.node
-                    .cell()
-                    .is_some_and(|c| c.membership().membership().voter_ids().count() == 3)
-            })
-            .then_some(())
-    })
-    .expect("three voters");
+    common::wait_voters(&[&n1, &n2, &n3], 3);
 
     // Initialise through a follower; unseal every node with the same keys.
     let (code, init) = call(

@@ -48,17 +48,7 @@ async fn the_leader_revokes_leases_even_after_the_one_that_issued_them_is_gone()
     let n3 = server::start(&config("n3", Some(&seed)))
         .await
         .expect("start n3");
-    wait_for(WAIT, || {
-        [&n1, &n2, &n3]
-            .iter()
-            .all(|n| {
-                n.node
-                    .cell()
-                    .is_some_and(|c| c.membership().membership().voter_ids().count() == 3)
-            })
-            .then_some(())
-    })
-    .expect("three voters");
+    common::wait_voters(&[&n1, &n2, &n3], 3);
     let urls: Vec<String> = [&n1, &n2, &n3].iter().map(|n| n.http_url()).collect();
     let (code, init) = call(
         &urls[0],

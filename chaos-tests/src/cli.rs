@@ -420,6 +420,37 @@ fn sigil_beside(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
+/// A temporary directory for a harness run; on failure, the exit code.
+fn work_dir(prefix: &str) -> Result<tempfile::TempDir, ExitCode> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        })
+}
+
+/// Prints a harness report (and its JSON line with `--json`), or the error.
+fn print_report<R: std::fmt::Display + serde::Serialize>(
+    result: Result<R, Error>,
+    json: bool,
+) -> ExitCode {
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn run_leases(args: LeasesArgs) -> ExitCode {
     let Some(sigil) = sigil_beside(args.sigil) else {
         eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
@@ -434,15 +465,9 @@ async fn run_leases(args: LeasesArgs) -> ExitCode {
         eprintln!("Error: --clients, --duration, --revoke and --live must be greater than 0");
         return ExitCode::from(2);
     }
-    let temp = match tempfile::Builder::new()
-        .prefix("sigil-chaos-leases-")
-        .tempdir()
-    {
+    let temp = match work_dir("sigil-chaos-leases-") {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let config = crate::lease_bench::LeaseBenchConfig {
         sigil,
@@ -452,19 +477,7 @@ async fn run_leases(args: LeasesArgs) -> ExitCode {
         revoke: args.revoke,
         live: args.live,
     };
-    match crate::lease_bench::run(&config).await {
-        Ok(report) => {
-            println!("{report}");
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    print_report(crate::lease_bench::run(&config).await, args.json)
 }
 
 async fn run_restart(args: RestartArgs) -> ExitCode {
@@ -476,15 +489,9 @@ async fn run_restart(args: RestartArgs) -> ExitCode {
         eprintln!("Error: --size-mb, --value-kb and --writers must be greater than 0");
         return ExitCode::from(2);
     }
-    let temp = match tempfile::Builder::new()
-        .prefix("sigil-chaos-restart-")
-        .tempdir()
-    {
+    let temp = match work_dir("sigil-chaos-restart-") {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let dir = args.dir.unwrap_or_else(|| temp.path().to_path_buf());
     let config = crate::restart::RestartConfig {
@@ -494,19 +501,7 @@ async fn run_restart(args: RestartArgs) -> ExitCode {
         value_size: args.value_kb << 10,
         writers: args.writers,
     };
-    match crate::restart::run(&config).await {
-        Ok(report) => {
-            println!("{report}");
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    print_report(crate::restart::run(&config).await, args.json)
 }
 
 async fn run_scenario(args: ScenarioArgs) -> ExitCode {

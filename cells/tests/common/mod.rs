@@ -323,3 +323,18 @@ pub fn cell_node_config(
     );
     Config::parse(&text).expect("config")
 }
+
+/// Waits until every node of `nodes` sees `count` voters in its cell.
+pub fn wait_voters(nodes: &[&Running], count: usize) {
+    wait_for(Duration::from_secs(30), || {
+        nodes
+            .iter()
+            .all(|n| {
+                n.node
+                    .cell()
+                    .is_some_and(|c| c.membership().membership().voter_ids().count() == count)
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{count} voters never seen by every node"));
+}

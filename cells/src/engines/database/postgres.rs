@@ -804,11 +804,12 @@ impl MakeRustls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match mode {
             SslMode::Disable => return Ok(Self { config: None }),
-            SslMode::Prefer | SslMode::Require => Arc::new(AcceptAnyCertificate {
+            SslMode::Prefer | SslMode::Require => Arc::new(WeakVerifier {
+                roots: None,
                 provider: provider.clone(),
             }),
-            SslMode::VerifyCa => Arc::new(VerifyChainOnly {
-                roots: Arc::new(load_roots(root_cert)?),
+            SslMode::VerifyCa => Arc::new(WeakVerifier {
+                roots: Some(Arc::new(load_roots(root_cert)?)),
                 provider: provider.clone(),
             }),
             SslMode::VerifyFull => rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -997,71 +998,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
     }
 }
 
-/// `sslmode=prefer`/`require` without a root certificate: any certificate
-/// is accepted, but the handshake signatures are still checked, so the
-/// session is bound to the key in whatever certificate was presented (what
-/// channel binding relies on).
+/// The verifiers of the modes that do not check the host name. Without
+/// roots (`sslmode=prefer`/`require`) any certificate is accepted; with
+/// roots (`sslmode=verify-ca`) the chain must lead to one of them. Either
+/// way the handshake signatures are checked, so the session is bound to
+/// the key in the certificate presented (what channel binding relies on).
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+struct WeakVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to a trusted root; the name in
-/// the certificate is not compared with the host.
-#[derive(Debug)]
-struct VerifyChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for VerifyChainOnly {
+impl ServerCertVerifier for WeakVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -1070,14 +1018,16 @@ impl ServerCertVerifier for VerifyChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
