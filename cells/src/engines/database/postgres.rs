@@ -107,6 +107,8 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// PostgreSQL truncates identifiers to `NAMEDATALEN - 1` = 63 bytes; a
 /// longer username would silently become a different role.
 pub const MAX_USERNAME_LEN: usize = 63;
+/// Tries of a creation that lost a race in the catalog.
+const CREATE_ATTEMPTS: u32 = 3;
 /// How long a revocation waits for terminated sessions to go away.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
 /// `application_name` of pooled connections unless the URL sets one.
@@ -254,6 +256,18 @@ impl PostgresError {
             }
             _ => false,
         }
+    }
+
+    /// Whether a statement lost a race with a concurrent transaction: a
+    /// serialization failure or deadlock (class 40), or PostgreSQL's
+    /// "tuple concurrently updated" when two transactions change the same
+    /// catalog row (two `GRANT`s on one table). The whole transaction was
+    /// rolled back.
+    pub fn is_concurrent_conflict(&self) -> bool {
+        self.server_error().is_some_and(|e| {
+            e.code.starts_with("40")
+                || (e.code == "XX000" && e.message == "tuple concurrently updated")
+        })
     }
 
     /// The server's error for a statement, if that is what failed.
@@ -1244,20 +1258,33 @@ impl PostgresDb {
             ("expiration", expiration.as_str()),
         ];
         self.bounded(OP, async {
-            let mut conn = self.checkout(OP).await?;
-            let result = run_in_transaction(
-                &mut conn.client,
-                OP,
-                &creation,
-                &vars,
-                Some(password.expose()),
-            )
-            .await;
-            conn.finish(&result);
-            if result.is_err() {
-                self.run_rollback(statements, username).await;
+            let mut attempt = 1;
+            loop {
+                let mut conn = self.checkout(OP).await?;
+                let result = run_in_transaction(
+                    &mut conn.client,
+                    OP,
+                    &creation,
+                    &vars,
+                    Some(password.expose()),
+                )
+                .await;
+                conn.finish(&result);
+                match result {
+                    // Concurrent creations granting on the same objects can
+                    // collide in the catalog; the transaction rolled back
+                    // whole, so trying again is safe.
+                    Err(e) if e.is_concurrent_conflict() && attempt < CREATE_ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                    }
+                    Err(e) => {
+                        self.run_rollback(statements, username).await;
+                        return Err(e);
+                    }
+                    Ok(()) => return Ok(()),
+                }
             }
-            result
         })
         .await
     }
@@ -2547,6 +2574,27 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.server_error().unwrap().code, "57014", "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn catalog_races_count_as_concurrent_conflicts() {
+        let err = |code: &str, message: &str| PostgresError::Statement {
+            operation: "create_user",
+            statement: 0,
+            error: Box::new(ServerError {
+                severity: "ERROR".into(),
+                code: code.into(),
+                message: message.into(),
+                detail: None,
+                hint: None,
+            }),
+        };
+        assert!(err("XX000", "tuple concurrently updated").is_concurrent_conflict());
+        assert!(err("40001", "could not serialize access").is_concurrent_conflict());
+        assert!(err("40P01", "deadlock detected").is_concurrent_conflict());
+        assert!(!err("XX000", "something else broke").is_concurrent_conflict());
+        assert!(!err("42P01", "relation does not exist").is_concurrent_conflict());
+        assert!(!PostgresError::Random.is_concurrent_conflict());
     }
 
     #[tokio::test]
