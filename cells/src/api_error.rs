@@ -4,7 +4,7 @@
 use crate::barrier::BarrierError;
 use crate::seal::SealError;
 
-#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ApiError {
     /// Bad input: 400 / INVALID_ARGUMENT.

@@ -18,6 +18,11 @@ use crate::logical::{Operation, Request, Response};
 use crate::mounts::MountEntry;
 use crate::view::BarrierView;
 
+/// Most leases in one [`Engine::revoke_many`] call.
+pub const REVOKE_BATCH: usize = 128;
+/// Revocations in flight at once in the default [`Engine::revoke_many`].
+const REVOKE_MANY_PARALLEL: usize = 8;
+
 /// Who is calling, as far as an engine needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerInfo {
@@ -101,7 +106,8 @@ pub trait Engine: Send + Sync + Debug {
     /// Revokes what `lease` stands for (drops a database user). The
     /// expiration manager calls it on the cell's leader, and may call it
     /// again for the same lease (a retry, or a new leader finishing an old
-    /// one's work): it must succeed when nothing is left to revoke. The
+    /// one's work): it must succeed when nothing is left to revoke.
+    /// `ctx.path` is empty; the lease's request path is `lease.path`. The
     /// default has nothing to undo.
     fn revoke<'a>(
         &'a self,
@@ -110,6 +116,26 @@ pub trait Engine: Send + Sync + Debug {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         let _ = (ctx, lease);
         Box::pin(async { Ok(()) })
+    }
+
+    /// Revokes many leases of one mount, answering for each in order. Bulk
+    /// revocation and the expiration manager call this with up to
+    /// [`REVOKE_BATCH`] leases, under one revocation timeout; the same rules
+    /// as [`revoke`](Self::revoke) hold for each. An engine whose backend
+    /// does better with batches (one database transaction for many users)
+    /// overrides it; the default revokes them one by one, a few at a time.
+    fn revoke_many<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        leases: &'a [LeaseEntry],
+    ) -> BoxFuture<'a, Vec<Result<(), ApiError>>> {
+        use futures::StreamExt;
+        Box::pin(
+            futures::stream::iter(leases)
+                .map(move |lease| self.revoke(ctx, lease))
+                .buffered(REVOKE_MANY_PARALLEL)
+                .collect(),
+        )
     }
 
     /// Extends what `lease` stands for until `expire_unix` (a database

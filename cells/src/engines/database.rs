@@ -21,7 +21,7 @@
 pub mod password;
 pub mod postgres;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +141,14 @@ impl Engine for DatabaseEngine {
                 .await
                 .map_err(|e| upstream(&db_name, e))
         })
+    }
+
+    fn revoke_many<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        leases: &'a [LeaseEntry],
+    ) -> BoxFuture<'a, Vec<Result<(), ApiError>>> {
+        Box::pin(self.revoke_users(ctx, leases))
     }
 
     fn renew<'a>(
@@ -528,6 +536,61 @@ impl DatabaseEngine {
 
     /// The revocation and renewal statements of `role`; the defaults when
     /// the role is gone (its leases must still be revocable).
+    /// [`Engine::revoke_many`]: the users of each connection and role are
+    /// revoked together ([`PostgresDb::revoke_users`]).
+    async fn revoke_users(
+        &self,
+        ctx: &EngineCtx<'_>,
+        leases: &[LeaseEntry],
+    ) -> Vec<Result<(), ApiError>> {
+        let mut results: Vec<Option<Result<(), ApiError>>> = vec![None; leases.len()];
+        // (connection, role) -> (positions, usernames)
+        let mut groups: BTreeMap<(String, String), (Vec<usize>, Vec<String>)> = BTreeMap::new();
+        for (i, lease) in leases.iter().enumerate() {
+            match lease_user(lease) {
+                Ok((db_name, role, username)) => {
+                    let group = groups.entry((db_name, role)).or_default();
+                    group.0.push(i);
+                    group.1.push(username);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        for ((db_name, role), (positions, usernames)) in groups {
+            let outcome = match self.role_statements(ctx, &role) {
+                Ok(statements) => match self.db(ctx, &db_name).await {
+                    Ok(db) => {
+                        let names: Vec<&str> = usernames.iter().map(String::as_str).collect();
+                        Ok(db
+                            .revoke_users(&statements, &names)
+                            .await
+                            .into_iter()
+                            .map(|r| r.map_err(|e| upstream(&db_name, e)))
+                            .collect::<Vec<_>>())
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(each) => {
+                    for (i, r) in positions.into_iter().zip(each) {
+                        results[i] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    for i in positions {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ApiError::Internal("lease left unanswered".into()))))
+            .collect()
+    }
+
     fn role_statements(&self, ctx: &EngineCtx<'_>, role: &str) -> Result<Statements, ApiError> {
         let r = ctx
             .view

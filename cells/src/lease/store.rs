@@ -19,6 +19,13 @@ const IRREVOCABLE_PREFIX: &str = "sys/expire/irrevocable/";
 /// Lock stripes: operations on one lease are serialised.
 const STRIPES: usize = 64;
 
+/// The lock stripe of a lease.
+fn stripe(lease_id: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(lease_id);
+    usize::try_from(h % STRIPES as u64).unwrap_or(0)
+}
+
 /// One lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseEntry {
@@ -99,10 +106,23 @@ impl LeaseStore {
     /// Serialises changes to one lease on this node (the leader, which makes
     /// every lease change in a cell).
     pub async fn lock(&self, lease_id: &str) -> MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(lease_id);
-        let i = usize::try_from(h % STRIPES as u64).unwrap_or(0);
-        self.locks[i].lock().await
+        self.locks[stripe(lease_id)].lock().await
+    }
+
+    /// Locks every lease of `lease_ids` at once, for a batch. Stripes are
+    /// taken in ascending order, so two batches cannot deadlock, and each
+    /// stripe once.
+    pub async fn lock_many<'i>(
+        &self,
+        lease_ids: impl IntoIterator<Item = &'i str>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let stripes: std::collections::BTreeSet<usize> =
+            lease_ids.into_iter().map(stripe).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.locks[i].lock().await);
+        }
+        guards
     }
 
     pub fn get(&self, lease_id: &str) -> Result<Option<LeaseEntry>, BarrierError> {
@@ -156,22 +176,29 @@ impl LeaseStore {
 
     /// Deletes the lease and every index entry pointing at it.
     pub async fn delete(&self, entry: &LeaseEntry) -> Result<(), BarrierError> {
-        let mut batch = self
-            .barrier
-            .batch()
-            .delete(&format!("{ID_PREFIX}{}", entry.lease_id))
-            .delete(&format!("{IRREVOCABLE_PREFIX}{}", entry.lease_id));
-        // Both the expiry and a pending retry may have had index entries
-        // over the lease's life; deleting an absent key costs nothing.
-        batch = batch.delete(&due_key(
-            entry.expire_unix.saturating_mul(1000),
-            &entry.lease_id,
-        ));
-        if let Some(at) = entry.revocation.next_attempt_ms {
-            batch = batch.delete(&due_key(at, &entry.lease_id));
-        }
-        if let Some(t) = &entry.token_hash {
-            batch = batch.delete(&format!("{TOKEN_PREFIX}{t}/{}", entry.lease_id));
+        self.delete_many(std::slice::from_ref(entry)).await
+    }
+
+    /// Deletes many leases and their index entries in one write.
+    pub async fn delete_many(&self, entries: &[LeaseEntry]) -> Result<(), BarrierError> {
+        let mut batch = self.barrier.batch();
+        for entry in entries {
+            batch = batch
+                .delete(&format!("{ID_PREFIX}{}", entry.lease_id))
+                .delete(&format!("{IRREVOCABLE_PREFIX}{}", entry.lease_id));
+            // Both the expiry and a pending retry may have had index
+            // entries over the lease's life; deleting an absent key costs
+            // nothing.
+            batch = batch.delete(&due_key(
+                entry.expire_unix.saturating_mul(1000),
+                &entry.lease_id,
+            ));
+            if let Some(at) = entry.revocation.next_attempt_ms {
+                batch = batch.delete(&due_key(at, &entry.lease_id));
+            }
+            if let Some(t) = &entry.token_hash {
+                batch = batch.delete(&format!("{TOKEN_PREFIX}{t}/{}", entry.lease_id));
+            }
         }
         self.barrier.commit(batch).await
     }

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::{Caller, Pipeline, data};
 use crate::api_error::ApiError;
 use crate::barrier::BarrierError;
-use crate::engine::{Engine, EngineCtx};
+use crate::engine::{Engine, EngineCtx, REVOKE_BATCH};
 use crate::lease::{AfterFailure, DueAction, LeaseEntry, schedule};
 use crate::logical::{Data, Lease, Operation, Outcome, Request, Response, SecretLease};
 use crate::mounts::MountEntry;
@@ -32,6 +32,8 @@ use crate::view::BarrierView;
 const MAX_LEASE_ID: usize = crate::logical::MAX_PATH_LEN + 64;
 /// Failures listed in a bulk revocation's answer (the rest are counted).
 const MAX_REPORTED_FAILURES: usize = 100;
+/// Revoked leases deleted in one write (about 600 bytes of keys each).
+const DELETE_BATCH: usize = 256;
 
 /// How a revocation treats the engine's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,55 +152,124 @@ impl Pipeline {
 
     /// Revokes `entry`; the caller holds its lock.
     async fn revoke_locked(&self, entry: LeaseEntry, mode: RevokeMode) -> Result<(), ApiError> {
-        let outcome = match self.lease_mount(&entry) {
-            // The mount is gone, and with it whatever could be revoked.
-            None => Ok(()),
-            Some(mount) => self.call_engine_revoke(&mount, &entry).await,
-        };
-        match outcome {
-            Ok(()) => {
-                self.leases.delete(&entry).await?;
-                self.metrics.lease_revoked();
-                tracing::debug!(lease_id = %entry.lease_id, "lease revoked");
-                Ok(())
-            }
-            Err(e) if mode == RevokeMode::Force => {
-                tracing::warn!(lease_id = %entry.lease_id, error = %e, "lease force-revoked; the engine failed to revoke its secret");
-                self.leases.delete(&entry).await?;
-                self.metrics.lease_revoked();
-                Ok(())
-            }
-            Err(e) => {
-                self.record_failure(entry, &e).await?;
-                Err(e)
-            }
-        }
+        self.revoke_locked_many(vec![entry], mode)
+            .await
+            .pop()
+            .map_or(Ok(()), |(_, r)| r)
     }
 
+    /// Revokes `entries`; the caller holds their locks. Each mount's engine
+    /// gets its leases [`REVOKE_BATCH`] at a time, batches running
+    /// concurrently; the leases revoked (or forced) are deleted
+    /// [`DELETE_BATCH`] to a write; a failure is recorded on its lease.
+    /// Answers for every entry, by lease ID.
+    async fn revoke_locked_many(
+        &self,
+        entries: Vec<LeaseEntry>,
+        mode: RevokeMode,
+    ) -> Vec<(String, Result<(), ApiError>)> {
+        let mut by_mount: Vec<(String, Vec<LeaseEntry>)> = Vec::new();
+        for entry in entries {
+            match by_mount.iter_mut().find(|(m, _)| *m == entry.mount_uuid) {
+                Some((_, group)) => group.push(entry),
+                None => by_mount.push((entry.mount_uuid.clone(), vec![entry])),
+            }
+        }
+        let mut calls = Vec::new();
+        for (_, group) in by_mount {
+            let mount = self.lease_mount(&group[0]);
+            let mut group = group.into_iter().peekable();
+            while group.peek().is_some() {
+                let batch: Vec<LeaseEntry> = group.by_ref().take(REVOKE_BATCH).collect();
+                calls.push((mount.clone(), batch));
+            }
+        }
+        let outcomes: Vec<(Vec<LeaseEntry>, Vec<Result<(), ApiError>>)> =
+            futures::stream::iter(calls)
+                .map(|(mount, batch)| async move {
+                    let results = match mount {
+                        // The mount is gone, and with it whatever could be
+                        // revoked.
+                        None => batch.iter().map(|_| Ok(())).collect(),
+                        Some(mount) => self.call_engine_revoke(&mount, &batch).await,
+                    };
+                    (batch, results)
+                })
+                .buffer_unordered(self.lease_settings.concurrency.max(1))
+                .collect()
+                .await;
+
+        let mut answers = Vec::new();
+        let mut revoked = Vec::new();
+        let mut failed = Vec::new();
+        for (batch, results) in outcomes {
+            for (entry, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(()) => revoked.push(entry),
+                    Err(e) if mode == RevokeMode::Force => {
+                        tracing::warn!(lease_id = %entry.lease_id, error = %e, "lease force-revoked; the engine failed to revoke its secret");
+                        revoked.push(entry);
+                    }
+                    Err(e) => failed.push((entry, e)),
+                }
+            }
+        }
+        for chunk in revoked.chunks(DELETE_BATCH) {
+            let stored = self.leases.delete_many(chunk).await.map_err(ApiError::from);
+            for entry in chunk {
+                if stored.is_ok() {
+                    self.metrics.lease_revoked();
+                    tracing::debug!(lease_id = %entry.lease_id, "lease revoked");
+                }
+                answers.push((entry.lease_id.clone(), stored.clone()));
+            }
+        }
+        let recorded: Vec<(String, Result<(), ApiError>)> = futures::stream::iter(failed)
+            .map(|(entry, e)| async move {
+                let id = entry.lease_id.clone();
+                match self.record_failure(entry, &e).await {
+                    Ok(()) => (id, Err(e)),
+                    Err(storage) => (id, Err(storage)),
+                }
+            })
+            .buffer_unordered(self.lease_settings.concurrency.max(1))
+            .collect()
+            .await;
+        answers.extend(recorded);
+        answers
+    }
+
+    /// The engine's answer for each lease of `batch`, within the revocation
+    /// timeout.
     async fn call_engine_revoke(
         &self,
         mount: &MountEntry,
-        entry: &LeaseEntry,
-    ) -> Result<(), ApiError> {
+        batch: &[LeaseEntry],
+    ) -> Vec<Result<(), ApiError>> {
         let Some(engine) = self.engines.get(mount.mount_type.as_str()).cloned() else {
-            return Ok(());
+            return batch.iter().map(|_| Ok(())).collect();
         };
-        let rel = relative_path(mount, &entry.path);
         let ctx = EngineCtx {
             view: BarrierView::new(self.barrier.clone(), &mount.storage_prefix()),
             mount,
-            path: &rel,
+            path: "",
             caller: None,
             now: OffsetDateTime::now_utc(),
         };
         let timeout = self.lease_settings.revoke_timeout;
-        match tokio::time::timeout(timeout, engine.revoke(&ctx, entry)).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::Upstream(format!(
+        let results = match tokio::time::timeout(timeout, engine.revoke_many(&ctx, batch)).await {
+            Ok(results) if results.len() == batch.len() => return results,
+            Ok(results) => ApiError::Internal(format!(
+                "the engine answered for {} of {} leases",
+                results.len(),
+                batch.len()
+            )),
+            Err(_) => ApiError::Upstream(format!(
                 "revocation did not finish within {}s",
                 timeout.as_secs()
-            ))),
-        }
+            )),
+        };
+        batch.iter().map(|_| Err(results.clone())).collect()
     }
 
     /// Records a failed attempt: reschedules with backoff, or gives up.
@@ -273,7 +344,7 @@ impl Pipeline {
     }
 
     /// One round of the expiration manager: revokes up to a batch of due
-    /// leases, with bounded concurrency.
+    /// leases, together (see [`Self::revoke_locked_many`]).
     pub async fn expire_due(&self) -> Result<ExpireRound, ApiError> {
         let now_ms = unix_ms(OffsetDateTime::now_utc());
         let due = self.leases.due(now_ms, self.lease_settings.batch.max(1))?;
@@ -281,43 +352,31 @@ impl Pipeline {
             examined: due.len(),
             ..ExpireRound::default()
         };
-        let outcomes: Vec<Result<DueOutcome, ApiError>> = futures::stream::iter(due)
-            .map(|(when, id)| self.handle_due(when, id, now_ms))
-            .buffer_unordered(self.lease_settings.concurrency.max(1))
-            .collect()
+        let _guards = self
+            .leases
+            .lock_many(due.iter().map(|(_, id)| id.as_str()))
             .await;
-        for o in outcomes {
-            match o? {
-                DueOutcome::Revoked => round.revoked += 1,
-                DueOutcome::Failed => round.failed += 1,
-                DueOutcome::Dropped => round.dropped += 1,
-                DueOutcome::Waiting => {}
-            }
-        }
-        Ok(round)
-    }
-
-    async fn handle_due(&self, when: i64, id: String, now_ms: i64) -> Result<DueOutcome, ApiError> {
-        let _guard = self.leases.lock(&id).await;
-        let entry = self.leases.get(&id)?;
-        match schedule::due_action(when, entry.as_ref(), now_ms) {
-            DueAction::Wait => Ok(DueOutcome::Waiting),
-            DueAction::DropIndex => {
-                self.leases.drop_due(when, &id).await?;
-                Ok(DueOutcome::Dropped)
-            }
-            DueAction::Revoke => {
-                let Some(entry) = entry else {
-                    return Ok(DueOutcome::Dropped);
-                };
-                match self.revoke_locked(entry, RevokeMode::Normal).await {
-                    Ok(()) => Ok(DueOutcome::Revoked),
-                    // Recorded on the lease; storage trouble is not.
-                    Err(ApiError::Sealed) => Err(ApiError::Sealed),
-                    Err(_) => Ok(DueOutcome::Failed),
+        let mut to_revoke = Vec::new();
+        for (when, id) in due {
+            let entry = self.leases.get(&id)?;
+            match schedule::due_action(when, entry.as_ref(), now_ms) {
+                DueAction::Wait => {}
+                DueAction::Revoke if entry.is_some() => to_revoke.extend(entry),
+                DueAction::Revoke | DueAction::DropIndex => {
+                    self.leases.drop_due(when, &id).await?;
+                    round.dropped += 1;
                 }
             }
         }
+        for (_, result) in self.revoke_locked_many(to_revoke, RevokeMode::Normal).await {
+            match result {
+                Ok(()) => round.revoked += 1,
+                // Recorded on the lease; storage trouble is not.
+                Err(ApiError::Sealed) => return Err(ApiError::Sealed),
+                Err(_) => round.failed += 1,
+            }
+        }
+        Ok(round)
     }
 
     /// Wakes the expiration manager's loop when a lease needs attention
@@ -360,8 +419,8 @@ impl Pipeline {
         self.lease_settings
     }
 
-    /// Revokes every lease whose ID starts with `prefix`, page by page, with
-    /// bounded concurrency, past individual failures.
+    /// Revokes every lease whose ID starts with `prefix`, a page at a time
+    /// (see [`Self::revoke_locked_many`]), past individual failures.
     async fn revoke_bulk(&self, prefix: &str, mode: RevokeMode) -> Result<BulkReport, ApiError> {
         let mut report = BulkReport::default();
         let mut after: Option<String> = None;
@@ -373,18 +432,17 @@ impl Pipeline {
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            let results: Vec<(String, Result<bool, ApiError>)> = futures::stream::iter(page)
-                .map(|id| async move {
-                    let r = self.revoke_lease(&id, mode).await;
-                    (id, r)
-                })
-                .buffer_unordered(self.lease_settings.concurrency.max(1))
-                .collect()
-                .await;
+            let guards = self.leases.lock_many(page.iter().map(String::as_str)).await;
+            let mut entries = Vec::with_capacity(page.len());
+            for id in &page {
+                // Gone since the page was read: revoked by someone else.
+                entries.extend(self.leases.get(id)?);
+            }
+            let results = self.revoke_locked_many(entries, mode).await;
+            drop(guards);
             for (id, r) in results {
                 match r {
-                    Ok(true) => report.revoked += 1,
-                    Ok(false) => {}
+                    Ok(()) => report.revoked += 1,
                     Err(ApiError::Sealed) => return Err(ApiError::Sealed),
                     Err(e) => {
                         report.failed += 1;
@@ -512,13 +570,6 @@ impl Pipeline {
             "restored_due_entries": restored_due,
         }))
     }
-}
-
-enum DueOutcome {
-    Revoked,
-    Failed,
-    Dropped,
-    Waiting,
 }
 
 /// `sys/leases/*`, and the older `sys/renew`, `sys/revoke`,
