@@ -248,10 +248,11 @@ pub struct LeasesConfig {
     /// Due leases revoked per round.
     #[serde(default = "default_lease_batch")]
     pub batch: usize,
-    /// Revocations in flight at once.
+    /// Engine revocation calls (one lease, or a batch) in flight at once.
     #[serde(default = "default_lease_concurrency")]
     pub concurrency: usize,
-    /// How long one revocation may take.
+    /// How long one engine revocation call (one lease, or a batch of up to
+    /// [`crate::engine::REVOKE_BATCH`]) may take.
     #[serde(default = "default_revoke_timeout")]
     pub revoke_timeout_ms: u64,
     /// Delay after the first failed revocation; it doubles with each

@@ -116,6 +116,8 @@ pub(crate) struct LeaseTestState {
     pub renewed: Vec<(String, i64)>,
     /// Revocations attempted.
     pub revoke_calls: usize,
+    /// The size of each batch [`Engine::revoke_many`] was given.
+    pub revoke_batches: Vec<usize>,
     /// While set, revocation fails as an unreachable database would, for
     /// every user whose name contains this text (all users: empty text).
     pub failing: Option<String>,
@@ -192,6 +194,17 @@ impl Engine for LeaseTestEngine {
             });
             Ok(resp)
         })
+    }
+
+    fn revoke_many<'a>(
+        &'a self,
+        ctx: &'a EngineCtx<'a>,
+        leases: &'a [crate::lease::LeaseEntry],
+    ) -> futures::future::BoxFuture<'a, Vec<Result<(), ApiError>>> {
+        with_state(&ctx.mount.uuid, |s| s.revoke_batches.push(leases.len()));
+        Box::pin(futures::future::join_all(
+            leases.iter().map(|lease| self.revoke(ctx, lease)),
+        ))
     }
 
     fn revoke<'a>(

@@ -149,27 +149,19 @@ impl LeaseStore {
     /// Replaces `old` by `new` (same lease), moving index entries that
     /// changed. Fails with a precondition error if the lease is gone.
     pub async fn update(&self, old: &LeaseEntry, new: &LeaseEntry) -> Result<(), BarrierError> {
-        let id_key = format!("{ID_PREFIX}{}", new.lease_id);
-        let mut batch = self
-            .barrier
-            .batch()
-            .require(&id_key, true)
-            .put(&id_key, &to_json(new)?)?;
-        if old.due_ms() != new.due_ms() {
-            if let Some(when) = old.due_ms() {
-                batch = batch.delete(&due_key(when, &old.lease_id));
-            }
-            if let Some(when) = new.due_ms() {
-                batch = batch.put(&due_key(when, &new.lease_id), b"")?;
-            }
-        }
-        if old.revocation.irrevocable != new.revocation.irrevocable {
-            let key = format!("{IRREVOCABLE_PREFIX}{}", new.lease_id);
-            batch = if new.revocation.irrevocable {
-                batch.put(&key, b"")?
-            } else {
-                batch.delete(&key)
-            };
+        let batch = add_update(self.barrier.batch(), old, new)?;
+        self.barrier.commit(batch).await
+    }
+
+    /// [`update`](Self::update) of many leases in one write; if any lease is
+    /// gone, nothing is written and the precondition error is returned.
+    pub async fn update_many(
+        &self,
+        changes: &[(LeaseEntry, LeaseEntry)],
+    ) -> Result<(), BarrierError> {
+        let mut batch = self.barrier.batch();
+        for (old, new) in changes {
+            batch = add_update(batch, old, new)?;
         }
         self.barrier.commit(batch).await
     }
@@ -324,6 +316,34 @@ impl LeaseStore {
             .delete(&format!("{TOKEN_PREFIX}{token_hash}/{lease_id}"))
             .await
     }
+}
+
+/// Adds to `batch` the replacement of `old` by `new` (same lease), on
+/// condition that the lease still exists, moving index entries that changed.
+fn add_update(
+    batch: BarrierBatch,
+    old: &LeaseEntry,
+    new: &LeaseEntry,
+) -> Result<BarrierBatch, BarrierError> {
+    let id_key = format!("{ID_PREFIX}{}", new.lease_id);
+    let mut batch = batch.require(&id_key, true).put(&id_key, &to_json(new)?)?;
+    if old.due_ms() != new.due_ms() {
+        if let Some(when) = old.due_ms() {
+            batch = batch.delete(&due_key(when, &old.lease_id));
+        }
+        if let Some(when) = new.due_ms() {
+            batch = batch.put(&due_key(when, &new.lease_id), b"")?;
+        }
+    }
+    if old.revocation.irrevocable != new.revocation.irrevocable {
+        let key = format!("{IRREVOCABLE_PREFIX}{}", new.lease_id);
+        batch = if new.revocation.irrevocable {
+            batch.put(&key, b"")?
+        } else {
+            batch.delete(&key)
+        };
+    }
+    Ok(batch)
 }
 
 fn add_indexes(mut batch: BarrierBatch, entry: &LeaseEntry) -> Result<BarrierBatch, BarrierError> {

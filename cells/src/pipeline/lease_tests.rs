@@ -252,6 +252,123 @@ async fn revoke_prefix_keeps_going_past_failures_and_reports_them() {
 }
 
 #[tokio::test]
+async fn many_leases_are_revoked_in_batches_with_an_answer_for_each() {
+    let mut many = settings(6);
+    many.batch = 512;
+    let t = TestNode::with_lease_test(many).await;
+    let uuid = t.mount_uuid();
+    let root = t.root.clone();
+    let mut ids = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..600 {
+        if i % 150 == 7 {
+            bad.push(t.creds(&root, "bad", json!({"ttl": 3600})).await.0);
+        } else {
+            ids.push(t.creds(&root, "app", json!({"ttl": 3600})).await.0);
+        }
+    }
+    t.ok(
+        Operation::Update,
+        "db/fail",
+        json!({"on": true, "match": "u-bad-"}),
+    )
+    .await;
+
+    let d = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke-prefix/db/creds",
+            json!({}),
+        )
+        .await
+        .data
+        .expect("data");
+    assert_eq!(d["revoked"], ids.len(), "{d:?}");
+    assert_eq!(d["failed"], bad.len());
+    let mut reported: Vec<&str> = d["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["lease_id"].as_str().expect("id"))
+        .collect();
+    reported.sort_unstable();
+    let mut expected: Vec<&str> = bad.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        reported, expected,
+        "each failure is the failing lease's own"
+    );
+
+    let s = lease_test_state(&uuid);
+    assert_eq!(s.revoked.len(), ids.len());
+    assert_eq!(s.live.len(), bad.len());
+    assert!(
+        s.revoke_batches
+            .iter()
+            .all(|n| *n <= crate::engine::REVOKE_BATCH),
+        "{:?}",
+        s.revoke_batches
+    );
+    assert!(
+        s.revoke_batches.len() < 10,
+        "600 leases took {} engine calls",
+        s.revoke_batches.len()
+    );
+    for id in &ids {
+        assert!(t.lookup(id).await.is_err(), "{id} survived");
+    }
+    for id in &bad {
+        let info = t.lookup(id).await.expect("a failed lease stays");
+        assert_eq!(info["revocation_attempts"], 1);
+    }
+}
+
+#[tokio::test]
+async fn a_token_with_many_leases_queues_them_all() {
+    let mut many = settings(6);
+    many.batch = 512;
+    let t = TestNode::with_lease_test(many).await;
+    let uuid = t.mount_uuid();
+    let token = t.token(&["root"]).await;
+    let mut users = Vec::new();
+    for _ in 0..300 {
+        users.push(t.creds(&token, "app", json!({"ttl": 3600})).await.1);
+    }
+    let d = t
+        .ok(
+            Operation::Update,
+            "sys/leases/revoke-prefix/db/creds/app",
+            json!({"sync": false}),
+        )
+        .await
+        .data
+        .expect("data");
+    assert_eq!(d["queued"], 300);
+    t.expire_until(|| lease_test_state(&uuid).revoked.len() == 300)
+        .await;
+
+    for _ in 0..300 {
+        users.push(t.creds(&token, "web", json!({"ttl": 3600})).await.1);
+    }
+    t.call_as(
+        &token,
+        Operation::Update,
+        "auth/token/revoke-self",
+        json!({}),
+    )
+    .await
+    .expect("revoke");
+    t.expire_until(|| lease_test_state(&uuid).revoked.len() == 600)
+        .await;
+    let s = lease_test_state(&uuid);
+    assert!(s.live.is_empty());
+    let mut revoked = s.revoked.clone();
+    revoked.sort_unstable();
+    users.sort_unstable();
+    assert_eq!(revoked, users);
+}
+
+#[tokio::test]
 async fn renewal_calls_the_engine_and_stops_at_the_maximum() {
     let t = TestNode::with_lease_test(settings(6)).await;
     let uuid = t.mount_uuid();

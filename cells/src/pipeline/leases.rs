@@ -32,6 +32,8 @@ use crate::view::BarrierView;
 const MAX_LEASE_ID: usize = crate::logical::MAX_PATH_LEN + 64;
 /// Failures listed in a bulk revocation's answer (the rest are counted).
 const MAX_REPORTED_FAILURES: usize = 100;
+/// An engine's answer for each lease of a batch, in order.
+type Answers = Vec<Result<(), ApiError>>;
 /// Revoked leases deleted in one write (about 600 bytes of keys each).
 const DELETE_BATCH: usize = 256;
 
@@ -184,20 +186,19 @@ impl Pipeline {
                 calls.push((mount.clone(), batch));
             }
         }
-        let outcomes: Vec<(Vec<LeaseEntry>, Vec<Result<(), ApiError>>)> =
-            futures::stream::iter(calls)
-                .map(|(mount, batch)| async move {
-                    let results = match mount {
-                        // The mount is gone, and with it whatever could be
-                        // revoked.
-                        None => batch.iter().map(|_| Ok(())).collect(),
-                        Some(mount) => self.call_engine_revoke(&mount, &batch).await,
-                    };
-                    (batch, results)
-                })
-                .buffer_unordered(self.lease_settings.concurrency.max(1))
-                .collect()
-                .await;
+        let outcomes: Vec<(Vec<LeaseEntry>, Answers)> = futures::stream::iter(calls)
+            .map(|(mount, batch)| async move {
+                let results = match mount {
+                    // The mount is gone, and with it whatever could be
+                    // revoked.
+                    None => batch.iter().map(|_| Ok(())).collect(),
+                    Some(mount) => self.call_engine_revoke(&mount, &batch).await,
+                };
+                (batch, results)
+            })
+            .buffer_unordered(self.lease_settings.concurrency.max(1))
+            .collect()
+            .await;
 
         let mut answers = Vec::new();
         let mut revoked = Vec::new();
@@ -312,16 +313,59 @@ impl Pipeline {
         let Some(entry) = self.leases.get(lease_id)? else {
             return Ok(false);
         };
-        if entry.expire_unix <= now || entry.revocation.irrevocable {
+        let Some(next) = expiring_now(&entry, now) else {
             return Ok(true);
-        }
-        let mut next = entry.clone();
-        next.expire_unix = now;
+        };
         match self.leases.update(&entry, &next).await {
             Ok(()) => Ok(true),
             Err(e) if is_gone(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// [`expire_now`](Self::expire_now) for many leases, [`DELETE_BATCH`] to
+    /// a write. Answers, for each ID, whether the lease exists.
+    async fn expire_now_many(&self, ids: &[String], now: i64) -> Result<Vec<bool>, ApiError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(DELETE_BATCH) {
+            let together = {
+                let _guards = self
+                    .leases
+                    .lock_many(chunk.iter().map(String::as_str))
+                    .await;
+                let mut exists = Vec::with_capacity(chunk.len());
+                let mut changes = Vec::new();
+                for id in chunk {
+                    let entry = self.leases.get(id)?;
+                    exists.push(entry.is_some());
+                    if let Some(entry) = entry
+                        && let Some(next) = expiring_now(&entry, now)
+                    {
+                        changes.push((entry, next));
+                    }
+                }
+                if changes.is_empty() {
+                    Some(exists)
+                } else {
+                    match self.leases.update_many(&changes).await {
+                        Ok(()) => Some(exists),
+                        // A lease went meanwhile (a leader change): one by
+                        // one.
+                        Err(e) if is_gone(&e) => None,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            match together {
+                Some(exists) => found.extend(exists),
+                None => {
+                    for id in chunk {
+                        found.push(self.expire_now(id, now).await?);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The leases of revoked tokens expire now; the manager revokes them
@@ -330,11 +374,13 @@ impl Pipeline {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut n = 0;
         for hash in hashes {
-            for id in self.leases.by_token(hash)? {
-                if self.expire_now(&id, now).await? {
-                    n += 1;
-                }
-            }
+            let ids = self.leases.by_token(hash)?;
+            n += self
+                .expire_now_many(&ids, now)
+                .await?
+                .into_iter()
+                .filter(|found| *found)
+                .count();
         }
         if n > 0 {
             tracing::info!(leases = n, "leases of revoked tokens queued for revocation");
@@ -470,11 +516,12 @@ impl Pipeline {
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            for id in &page {
-                if self.expire_now(id, now).await? {
-                    n += 1;
-                }
-            }
+            n += self
+                .expire_now_many(&page, now)
+                .await?
+                .into_iter()
+                .filter(|found| *found)
+                .count();
             after = Some(last);
         }
         self.lease_wake.notify_one();
@@ -516,11 +563,13 @@ impl Pipeline {
             if self.tokens.by_hash(&hash)?.is_some() {
                 continue;
             }
-            for id in self.leases.by_token(&hash)? {
-                if self.expire_now(&id, now).await? {
+            let ids = self.leases.by_token(&hash)?;
+            let found = self.expire_now_many(&ids, now).await?;
+            for (id, found) in ids.iter().zip(found) {
+                if found {
                     orphaned += 1;
                 } else {
-                    self.leases.drop_token_link(&hash, &id).await?;
+                    self.leases.drop_token_link(&hash, id).await?;
                     dangling_links += 1;
                 }
             }
@@ -899,6 +948,17 @@ fn relative_path(mount: &MountEntry, path: &str) -> String {
 }
 
 /// Whether a write failed because the lease was deleted meanwhile.
+/// `entry` with its expiry brought to `now`; `None` if it is already due
+/// (or irrevocable, which only an operator changes).
+fn expiring_now(entry: &LeaseEntry, now: i64) -> Option<LeaseEntry> {
+    if entry.expire_unix <= now || entry.revocation.irrevocable {
+        return None;
+    }
+    let mut next = entry.clone();
+    next.expire_unix = now;
+    Some(next)
+}
+
 fn is_gone(e: &BarrierError) -> bool {
     matches!(
         e,
