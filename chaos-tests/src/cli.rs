@@ -21,17 +21,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load generator: closed-loop clients against a Sigil node (and/or the
-    /// bare handlers), reporting ops/s and latency percentiles per level.
-    Bench(BenchArgs),
+    /// bare handlers), reporting ops/s and latency percentiles per level;
+    /// `bench leases` runs the lease and identity suite instead.
+    Bench(Box<BenchArgs>),
     /// Fault injection: a real three-node cell behind proxies, broken on
     /// purpose, checked by invariant checkers (exit 1 if a check fails).
     Scenario(ScenarioArgs),
     /// Fill a one-node cell, SIGKILL it, and time its restart to serving.
     Restart(RestartArgs),
-    /// Leases and identity on a one-node cell with a real PostgreSQL:
-    /// AppRole logins/s, credentials/s, revoke-prefix, and unseal to
-    /// serving with many live leases.
-    Leases(LeasesArgs),
     /// Check a saved client history (`history.json`) for linearizability.
     CheckHistory {
         /// The history file a scenario wrote.
@@ -116,11 +113,25 @@ pub enum TransportArg {
     Both,
 }
 
+/// Benchmark suites that start what they measure themselves.
+#[derive(Debug, Subcommand)]
+pub enum BenchSuite {
+    /// Leases and identity on a one-node cell with a real PostgreSQL:
+    /// AppRole logins/s, credentials/s, revoke-prefix, and unseal to
+    /// serving with many live leases.
+    Leases(Box<LeasesArgs>),
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BenchArgs {
+    /// A suite instead of one workload.
+    #[command(subcommand)]
+    pub suite: Option<BenchSuite>,
+
     /// What each client does in its loop.
-    #[arg(value_enum)]
-    pub workload: Workload,
+    #[arg(value_enum, required = true)]
+    pub workload: Option<Workload>,
 
     /// Sigil's HTTP API [env: SIGIL_ADDR, then VAULT_ADDR; default
     /// http://127.0.0.1:8200]. With --bare, Sigil is measured only when this
@@ -341,8 +352,12 @@ impl BenchArgs {
             })?),
             None => None,
         };
+        let workload = self.workload.ok_or(Error::Config {
+            key: "WORKLOAD",
+            problem: "a workload or a suite is required".to_owned(),
+        })?;
         let config = BenchConfig {
-            workload: self.workload,
+            workload,
             sigil,
             replicas,
             bare: self.bare,
@@ -403,11 +418,13 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Bench(args) => runtime.block_on(run_bench(args)),
+        Command::Bench(mut args) => match args.suite.take() {
+            Some(BenchSuite::Leases(leases)) => runtime.block_on(run_leases(*leases)),
+            None => runtime.block_on(run_bench(*args)),
+        },
         Command::Scenario(args) => runtime.block_on(run_scenario(args)),
         Command::CheckHistory { file } => check_history(&file),
         Command::Restart(args) => runtime.block_on(run_restart(args)),
-        Command::Leases(args) => runtime.block_on(run_leases(args)),
     }
 }
 
@@ -671,7 +688,7 @@ mod tests {
         match Cli::try_parse_from(argv) {
             Ok(Cli {
                 command: Command::Bench(b),
-            }) => b,
+            }) => *b,
             Ok(other) => panic!("parsed as another command: {other:?}"),
             Err(e) => panic!("{e}"),
         }
@@ -762,10 +779,26 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_suite_parses_under_bench_and_a_workload_is_otherwise_required() {
+        let a = parse(&["leases", "--revoke", "500", "--live", "2000", "--json"]);
+        match a.suite {
+            Some(BenchSuite::Leases(l)) => {
+                assert_eq!((l.revoke, l.live, l.clients), (500, 2000, 16));
+                assert!(l.json);
+            }
+            None => panic!("no suite: {a:?}"),
+        }
+        assert!(a.workload.is_none());
+        assert!(Cli::try_parse_from(["sigil-chaos", "bench"]).is_err());
+        assert!(Cli::try_parse_from(["sigil-chaos", "bench", "leases", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["sigil-chaos", "bench", "kv-read", "leases"]).is_err());
+    }
+
+    #[test]
     fn client_lists_and_defaults() {
         let a = parse(&["kv-read", "--clients", "1,16,64"]);
         assert_eq!(a.clients, vec![1, 16, 64]);
-        assert_eq!(a.workload, Workload::KvRead);
+        assert_eq!(a.workload, Some(Workload::KvRead));
         assert_eq!(a.transport, TransportArg::Both);
         assert_eq!(a.mount, "secret");
         assert_eq!(a.keys, 100);

@@ -1,4 +1,4 @@
-//! `sigil-chaos leases`: the figures of machine identity and leases on one
+//! `sigil-chaos bench leases`: the figures of machine identity and leases on one
 //! cell, measured from the outside against a real `sigil` process and a
 //! real PostgreSQL (docs/benchmarks.md, "Leases and identity"):
 //!
