@@ -27,6 +27,16 @@ fn settings(max_attempts: u32) -> LeaseSettings {
     }
 }
 
+/// From now on, the engine fails to revoke the users of role `bad`.
+async fn fail_bad_users(t: &TestNode) {
+    t.ok(
+        Operation::Update,
+        "db/fail",
+        json!({"on": true, "match": "u-bad-"}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn leases_are_registered_and_revoked_on_expiry_and_with_their_token() {
     let t = TestNode::with_lease_test(settings(6)).await;
@@ -195,12 +205,7 @@ async fn revoke_prefix_keeps_going_past_failures_and_reports_them() {
     }
     let (bad, bad_user) = t.creds(&root, "bad", json!({"ttl": 3600})).await;
     let (kept, _) = t.creds(&root, "application", json!({"ttl": 3600})).await;
-    t.ok(
-        Operation::Update,
-        "db/fail",
-        json!({"on": true, "match": "u-bad-"}),
-    )
-    .await;
+    fail_bad_users(&t).await;
 
     // `db/creds` is aligned on segments: both roles, but not `db/credsx`.
     let report = t
@@ -267,12 +272,7 @@ async fn many_leases_are_revoked_in_batches_with_an_answer_for_each() {
             ids.push(t.creds(&root, "app", json!({"ttl": 3600})).await.0);
         }
     }
-    t.ok(
-        Operation::Update,
-        "db/fail",
-        json!({"on": true, "match": "u-bad-"}),
-    )
-    .await;
+    fail_bad_users(&t).await;
 
     let d = t
         .ok(

@@ -368,6 +368,13 @@ impl Pipeline {
         Ok(found)
     }
 
+    /// [`expire_now_many`](Self::expire_now_many), answering how many of
+    /// the leases exist.
+    async fn expire_now_counted(&self, ids: &[String], now: i64) -> Result<usize, ApiError> {
+        let found = self.expire_now_many(ids, now).await?;
+        Ok(found.into_iter().filter(|f| *f).count())
+    }
+
     /// The leases of revoked tokens expire now; the manager revokes them
     /// (with retries), so a token's revocation never waits on a database.
     pub(super) async fn expire_token_leases(&self, hashes: &[String]) -> Result<usize, ApiError> {
@@ -375,12 +382,7 @@ impl Pipeline {
         let mut n = 0;
         for hash in hashes {
             let ids = self.leases.by_token(hash)?;
-            n += self
-                .expire_now_many(&ids, now)
-                .await?
-                .into_iter()
-                .filter(|found| *found)
-                .count();
+            n += self.expire_now_counted(&ids, now).await?;
         }
         if n > 0 {
             tracing::info!(leases = n, "leases of revoked tokens queued for revocation");
@@ -516,12 +518,7 @@ impl Pipeline {
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            n += self
-                .expire_now_many(&page, now)
-                .await?
-                .into_iter()
-                .filter(|found| *found)
-                .count();
+            n += self.expire_now_counted(&page, now).await?;
             after = Some(last);
         }
         self.lease_wake.notify_one();

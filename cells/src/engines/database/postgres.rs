@@ -2295,11 +2295,7 @@ mod tests {
         let mut users = Vec::new();
         let mut passwords = Vec::new();
         for _ in 0..5 {
-            let user = unique("v-test-many");
-            let password = PasswordPolicy::default().generate().unwrap();
-            db.create_user(&vault_creation(), &user, &password, in_an_hour())
-                .await
-                .unwrap();
+            let (user, password) = new_user(&db).await;
             users.push(user);
             passwords.push(password);
         }
@@ -2375,12 +2371,7 @@ mod tests {
             .unwrap();
         let mut more = Vec::new();
         for _ in 0..3 {
-            let user = unique("v-test-many");
-            let password = PasswordPolicy::default().generate().unwrap();
-            db.create_user(&vault_creation(), &user, &password, in_an_hour())
-                .await
-                .unwrap();
-            more.push(user);
+            more.push(new_user(&db).await.0);
         }
         let mut names: Vec<&str> = more.iter().map(String::as_str).collect();
         names.push(&users[2]);
@@ -2389,6 +2380,16 @@ mod tests {
         for user in names {
             assert!(!role_exists(&admin, user).await, "{user} survived");
         }
+    }
+
+    /// A new user made with Vault's creation statements, and its password.
+    async fn new_user(db: &PostgresDb) -> (String, SecretString) {
+        let user = unique("v-test-many");
+        let password = PasswordPolicy::default().generate().unwrap();
+        db.create_user(&vault_creation(), &user, &password, in_an_hour())
+            .await
+            .unwrap();
+        (user, password)
     }
 
     /// A connection of `db`'s pool, for calling the statement layer directly.
