@@ -258,7 +258,7 @@ impl Pipeline {
             now: OffsetDateTime::now_utc(),
         };
         let timeout = self.lease_settings.revoke_timeout;
-        let results = match tokio::time::timeout(timeout, engine.revoke_many(&ctx, batch)).await {
+        let failure = match tokio::time::timeout(timeout, engine.revoke_many(&ctx, batch)).await {
             Ok(results) if results.len() == batch.len() => return results,
             Ok(results) => ApiError::Internal(format!(
                 "the engine answered for {} of {} leases",
@@ -270,7 +270,7 @@ impl Pipeline {
                 timeout.as_secs()
             )),
         };
-        batch.iter().map(|_| Err(results.clone())).collect()
+        batch.iter().map(|_| Err(failure.clone())).collect()
     }
 
     /// Records a failed attempt: reschedules with backoff, or gives up.
