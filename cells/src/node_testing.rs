@@ -148,6 +148,18 @@ impl TestNode {
         r.auth.expect("auth").client_token
     }
 
+    /// Revokes `token` as itself, the way a workload gives up its token.
+    pub async fn revoke_self(&self, token: &SecretString) {
+        self.call_as(
+            token,
+            Operation::Update,
+            "auth/token/revoke-self",
+            json!({}),
+        )
+        .await
+        .expect("revoke-self");
+    }
+
     /// Runs expiration rounds until `done` holds (or 10 s pass).
     pub async fn expire_until(&self, mut done: impl FnMut() -> bool) {
         let p = self.node.pipeline().await.expect("pipeline");

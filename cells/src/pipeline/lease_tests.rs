@@ -94,14 +94,7 @@ async fn leases_are_registered_and_revoked_on_expiry_and_with_their_token() {
     let (b, user_b) = t.creds(&child, "app", json!({"ttl": 3600})).await;
     let other = t.token(&["root"]).await;
     let (c, _) = t.creds(&other, "app", json!({"ttl": 3600})).await;
-    t.call_as(
-        &token,
-        Operation::Update,
-        "auth/token/revoke-self",
-        json!({}),
-    )
-    .await
-    .expect("revoke");
+    t.revoke_self(&token).await;
     t.expire_until(|| {
         let s = lease_test_state(&uuid);
         s.revoked.contains(&user_a) && s.revoked.contains(&user_b)
@@ -350,14 +343,7 @@ async fn a_token_with_many_leases_queues_them_all() {
     for _ in 0..300 {
         users.push(t.creds(&token, "web", json!({"ttl": 3600})).await.1);
     }
-    t.call_as(
-        &token,
-        Operation::Update,
-        "auth/token/revoke-self",
-        json!({}),
-    )
-    .await
-    .expect("revoke");
+    t.revoke_self(&token).await;
     t.expire_until(|| lease_test_state(&uuid).revoked.len() == 600)
         .await;
     let s = lease_test_state(&uuid);
