@@ -260,6 +260,14 @@ impl Replica {
         log.entries.get(usize::try_from(i).ok()?)
     }
 
+    /// The retained log of `origin`, in order.
+    pub fn log(&self, origin: &CellId) -> impl Iterator<Item = &Entry> {
+        self.logs
+            .get(origin)
+            .into_iter()
+            .flat_map(|l| l.entries.iter())
+    }
+
     /// The first seq retained of each origin's log.
     pub fn floors(&self) -> impl Iterator<Item = (&CellId, u64)> {
         self.logs.iter().map(|(o, l)| (o, l.floor))
