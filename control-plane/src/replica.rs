@@ -108,13 +108,13 @@ pub struct Changes {
     pub keys: BTreeSet<Key>,
     /// Log entries added.
     pub logged: Vec<(CellId, u64)>,
-    /// Origins whose log now starts at a later seq: entries before it are to be deleted.
-    pub floors: BTreeMap<CellId, u64>,
+    /// Log entries dropped (trimmed, or superseded by a whole state).
+    pub dropped: Vec<(CellId, u64)>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.logged.is_empty() && self.floors.is_empty()
+        self.keys.is_empty() && self.logged.is_empty() && self.dropped.is_empty()
     }
 }
 
@@ -379,9 +379,14 @@ impl Replica {
             let origin = dot.actor.clone();
             if dot.counter > self.applied.get(&origin) {
                 self.applied.apply(Dot::new(origin.clone(), dot.counter));
-                self.logs
+                let old = self
+                    .logs
                     .insert(origin.clone(), OriginLog::empty_from(dot.counter + 1));
-                self.changes.floors.insert(origin.clone(), dot.counter + 1);
+                self.changes.dropped.extend(
+                    old.into_iter()
+                        .flat_map(|l| l.entries)
+                        .map(|e| (e.origin, e.seq)),
+                );
                 self.drain_pending(&origin, now_ms);
             }
         }
@@ -461,7 +466,7 @@ impl Replica {
         while log.entries.len() > self.limits.log_per_origin {
             if let Some(old) = log.entries.pop_front() {
                 log.floor = old.seq + 1;
-                self.changes.floors.insert(old.origin, log.floor);
+                self.changes.dropped.push((old.origin, old.seq));
             }
         }
     }

@@ -274,7 +274,9 @@ fn a_peer_behind_the_logs_gets_the_whole_state_and_then_ops_again() {
     }
     let floors: Vec<_> = a.floors().collect();
     assert_eq!(floors, vec![(&cell("eu-west"), 16)]);
-    assert!(a.take_changes().floors.contains_key(&cell("eu-west")));
+    let dropped = a.take_changes().dropped;
+    assert_eq!(dropped.len(), 15);
+    assert_eq!(dropped[0], (cell("eu-west"), 1));
 
     let mut b = replica("us-east");
     assert!(matches!(a.answer(b.applied(), 100), Answer::Snapshot(_)));
