@@ -14,6 +14,7 @@ mod audit_devices;
 mod client;
 mod cluster_certs;
 mod dev_cell;
+mod federation;
 mod generic;
 mod input;
 mod kv;
@@ -157,6 +158,17 @@ pub enum Command {
         #[command(subcommand)]
         command: audit_devices::AuditCommand,
     },
+    /// The federation's cells, from this cell's registry.
+    Cells {
+        #[command(subcommand)]
+        command: federation::CellsCommand,
+    },
+    /// This cell's control-plane replica: sync status and conflicts.
+    #[command(name = "control-plane")]
+    ControlPlane {
+        #[command(subcommand)]
+        command: federation::ControlPlaneCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +193,11 @@ pub struct DevArgs {
     /// The cell's id (with --nodes).
     #[arg(long, default_value = "dev")]
     pub cell: String,
+    /// Run several federated cells (comma-separated ids, such as
+    /// `eu-west,us-east`), each of --nodes nodes, each initialised and
+    /// unsealed on its own; cell j's ports start at BASE+100j.
+    #[arg(long, value_delimiter = ',')]
+    pub cells: Vec<String>,
     /// First port of a multi-node cell: node i uses BASE+10(i-1) for HTTP,
     /// +1 for gRPC and +2 for its cluster port.
     #[arg(long, default_value_t = 8200)]
@@ -253,6 +270,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Auth { command } => finish(mounts::run_auth(command).await),
         Command::Audit { command } => finish(audit_devices::run(command, &mut stdin).await),
         Command::Lease { command } => finish(lease::run(command).await),
+        Command::Cells { command } => finish(federation::run_cells(command).await),
+        Command::ControlPlane { command } => finish(federation::run_control_plane(command).await),
     }
 }
 
@@ -287,7 +306,7 @@ async fn run_server(path: PathBuf) -> ExitCode {
 }
 
 async fn run_dev(args: DevArgs) -> ExitCode {
-    if args.nodes > 1 {
+    if args.nodes > 1 || !args.cells.is_empty() {
         return dev_cell::run(args).await;
     }
     let (data_dir, _temp) = match &args.data_dir {

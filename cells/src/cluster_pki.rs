@@ -51,7 +51,7 @@ mod private_key;
 mod verify;
 
 pub use ca::{CaCertificate, CellCa};
-pub use config::{client_config, server_config};
+pub use config::{client_config, federated_server_config, federation_client_config, server_config};
 pub use connector::{ClusterConnector, ConnectError};
 pub use error::PkiError;
 pub use identity::{CellId, NodeId, NodeIdentity};

@@ -9,13 +9,17 @@
 //! # tls_cert_file = "..."; tls_key_file = "..."
 //! [cell]
 //! id = "eu-west"             # the cell (region) this node belongs to
+//! # region = "eu-west"       # shown in the cell registry; the id when unset
 //! [raft]
-//! cluster_addr = "127.0.0.1:8202"          # Raft and forwarding, mutual TLS
+//! cluster_addr = "127.0.0.1:8202"          # Raft, forwarding and federation, mutual TLS
 //! retry_join = ["10.0.1.11:8202"]          # empty: found a new cell
 //! # bootstrap = false: with no retry_join, wait to be joined
 //! # (`sys/storage/raft/join`) or to found a cell at `sys/init`
 //! # tls_ca_file / tls_cert_file / tls_key_file: the cell CA and this node's
 //! # certificate; generated under data_dir/cluster-tls when unset
+//! [federation]                # the cells whose control planes this cell shares
+//! # sync_interval_ms = 2000   # how often a digest goes to each peer
+//! # [[federation.peers]] cell = "us-east", addrs = ["10.2.0.11:8202"], ca_file = "/etc/sigil/us-east-ca.pem"
 //! [seal]
 //! type = "shamir"            # or "pkcs11"
 //! # [seal.pkcs11] module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "sigil", pin_env = "SIGIL_HSM_PIN", key_label = "sigil-root-wrap"
@@ -70,6 +74,8 @@ pub struct Config {
     pub cell: CellConfig,
     #[serde(default)]
     pub raft: RaftConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
     #[serde(default)]
     pub seal: SealConfig,
     #[serde(default)]
@@ -132,6 +138,9 @@ pub struct CellConfig {
     /// The cell's id: a DNS label, carried in every node certificate.
     #[serde(default = "default_cell")]
     pub id: String,
+    /// The region the cell serves, for the cell registry; the id when unset.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn default_cell() -> String {
@@ -140,8 +149,57 @@ fn default_cell() -> String {
 
 impl Default for CellConfig {
     fn default() -> Self {
-        Self { id: default_cell() }
+        Self {
+            id: default_cell(),
+            region: None,
+        }
     }
+}
+
+impl CellConfig {
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The `[federation]` section: the other cells whose control planes this
+/// cell shares (docs/architecture.md, "The control plane"). Each peer is
+/// trusted through its own cell CA: a node of cell `us-east` must present a
+/// certificate that `us-east`'s CA (and no other) issued, naming `us-east`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// How often this cell's leader sends each peer its digest (lag reports
+    /// and repair); new ops are pushed as they commit, not on this timer.
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    #[serde(default)]
+    pub peers: Vec<FederationPeer>,
+}
+
+fn default_sync_interval_ms() -> u64 {
+    2_000
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            sync_interval_ms: default_sync_interval_ms(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// One peer cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationPeer {
+    /// The peer's cell id, as its node certificates name it.
+    pub cell: String,
+    /// Cluster-port addresses of the peer's nodes (IP:PORT); any of them serves.
+    pub addrs: Vec<String>,
+    /// The peer cell's CA certificate (PEM).
+    pub ca_file: PathBuf,
 }
 
 /// The `[raft]` section: how this node replicates with the rest of its cell.
@@ -594,6 +652,7 @@ impl Config {
             }
             (SealKind::Shamir, None) => {}
         }
+        self.validate_federation()?;
         if self.seal.auto_unseal_retry_secs == 0 {
             return Err(invalid("seal.auto_unseal_retry_secs", "must be at least 1"));
         }
@@ -607,6 +666,48 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        if f.sync_interval_ms < 100 {
+            return Err(invalid(
+                "federation.sync_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if let Some(r) = &self.cell.region
+            && (r.is_empty() || r.len() > 128)
+        {
+            return Err(invalid("cell.region", "must be 1 to 128 bytes long"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &f.peers {
+            let cell = crate::cluster_pki::CellId::new(p.cell.clone())
+                .map_err(|e| invalid("federation.peers.cell", e.to_string()))?;
+            if cell.as_str() == self.cell.id {
+                return Err(invalid(
+                    "federation.peers.cell",
+                    format!("{cell} is this node's own cell"),
+                ));
+            }
+            if !seen.insert(p.cell.clone()) {
+                return Err(invalid(
+                    "federation.peers.cell",
+                    format!("{cell} is listed twice"),
+                ));
+            }
+            if p.addrs.is_empty() {
+                return Err(invalid(
+                    "federation.peers.addrs",
+                    format!("cell {cell} has no addresses"),
+                ));
+            }
+            for a in &p.addrs {
+                parse_addr("federation.peers.addrs", a)?;
+            }
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use sigil_hsm::SecretString;
 
 use crate::api_error::ApiError;
 pub use crate::barrier::KeyStatus;
+use crate::control_plane::ControlPlane;
 use crate::lease::LeaseSettings;
 use crate::logical::{Consistency, Operation, Request, Response};
 use crate::metrics::Metrics;
@@ -66,6 +67,8 @@ pub struct Node {
     /// for a node on local storage (tests of the layers above Raft).
     cell: Option<RaftCell>,
     lease_settings: LeaseSettings,
+    /// The cell's control-plane replica, stored in the barrier.
+    control: Arc<ControlPlane>,
 }
 
 /// Where a request is served (see [`Node::handle`]).
@@ -91,9 +94,16 @@ impl Node {
         api_addr: String,
         cell: Option<RaftCell>,
         lease_settings: LeaseSettings,
+        cell_id: sigil_control_plane::CellId,
+        peers: Vec<sigil_control_plane::sync::Peer>,
     ) -> Arc<Self> {
         let mut node = Self::unshared(seal, api_addr, cell);
         node.lease_settings = lease_settings;
+        node.control = Arc::new(ControlPlane::federated(
+            node.seal.barrier().clone(),
+            cell_id,
+            peers,
+        ));
         Arc::new(node)
     }
 
@@ -102,6 +112,7 @@ impl Node {
     }
 
     fn unshared(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Self {
+        let control = Arc::new(ControlPlane::new(seal.barrier().clone(), default_cell_id()));
         Self {
             seal: Arc::new(seal),
             api_addr,
@@ -111,11 +122,17 @@ impl Node {
             metrics: Arc::new(Metrics::new()),
             cell,
             lease_settings: LeaseSettings::default(),
+            control,
         }
     }
 
     pub fn cell(&self) -> Option<&RaftCell> {
         self.cell.as_ref()
+    }
+
+    /// The cell's control-plane replica.
+    pub fn control(&self) -> &Arc<ControlPlane> {
+        &self.control
     }
 
     /// Serves a request through the pipeline (every path but the seal
@@ -158,6 +175,10 @@ impl Node {
         }
         let write = !matches!(req.operation, Operation::Read | Operation::List);
         let leader = cell.is_leader();
+        // The leader runs control-plane sync, so it alone knows its state.
+        if req.path == "sys/control-plane/status" && !leader && cell.leader().is_some() {
+            return Ok(Route::Leader);
+        }
         if write {
             return Ok(if leader { Route::Here } else { Route::Leader });
         }
@@ -361,6 +382,8 @@ impl Node {
         if let Some(p) = current() {
             return Ok(p);
         }
+        // A new unseal, or a restored snapshot: nothing cached is trusted.
+        self.control.forget();
         let p = Arc::new(
             Pipeline::load(
                 self.seal.clone(),
@@ -368,6 +391,7 @@ impl Node {
                 self.metrics.clone(),
                 self.cell.clone(),
                 self.lease_settings,
+                self.control.clone(),
             )
             .await?,
         );
@@ -768,4 +792,9 @@ fn rekey_target(recovery: bool) -> RekeyTarget {
     } else {
         RekeyTarget::Root
     }
+}
+
+/// The cell id of a node built without configuration (`[cell] id`'s default).
+fn default_cell_id() -> sigil_control_plane::CellId {
+    sigil_control_plane::CellId::new("dev").unwrap_or_else(|e| unreachable!("{e}"))
 }

@@ -34,7 +34,14 @@ impl TestNode {
             })
             .expect("init");
         seal.unseal(out.keys[0].clone()).expect("unseal");
-        let node = Node::with_settings(seal, "127.0.0.1:0".into(), None, settings);
+        let node = Node::with_settings(
+            seal,
+            "127.0.0.1:0".into(),
+            None,
+            settings,
+            sigil_control_plane::CellId::new("dev").expect("cell id"),
+            Vec::new(),
+        );
         Self {
             node,
             root: out.root_token,

@@ -11,6 +11,7 @@
 //! A [`Pipeline`] is built from barrier contents (mount tables, policies,
 //! audit devices) after each unseal and dropped on seal.
 
+mod control_plane_api;
 #[cfg(test)]
 mod lease_tests;
 mod leases;
@@ -36,6 +37,7 @@ pub use policies::PolicyStore;
 use crate::api_error::ApiError;
 use crate::audit::{AuditAuth, AuditBroker, AuditError, AuditMount, AuditRequest, AuditResponse};
 use crate::barrier::Barrier;
+use crate::control_plane::ControlPlane;
 use crate::engine::{CallerInfo, Engine, EngineCtx};
 use crate::lease::{LeaseSettings, LeaseStore};
 use crate::logical::{self, Operation, Request, Response};
@@ -116,6 +118,8 @@ pub struct Pipeline {
     mount_lock: tokio::sync::Mutex<()>,
     engines: BTreeMap<&'static str, Arc<dyn Engine>>,
     policies: PolicyStore,
+    /// The cell's control-plane replica (policies are written through it).
+    control: Arc<ControlPlane>,
     audit: AuditBroker,
     /// Devices in the audit table, started or not (fail-closed when some
     /// are configured but none runs).
@@ -147,6 +151,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         cell: Option<crate::raft::RaftCell>,
         lease_settings: LeaseSettings,
+        control: Arc<ControlPlane>,
     ) -> Result<Self, ApiError> {
         let barrier = seal.barrier().clone();
         let tokens = seal.tokens().clone();
@@ -164,7 +169,7 @@ impl Pipeline {
             .into_iter()
             .map(|e| (e.kind(), e))
             .collect();
-        let policies = PolicyStore::new(barrier.clone());
+        let policies = PolicyStore::new(barrier.clone(), control.clone());
         let audit = AuditBroker::new();
         let pipeline = Self {
             generation,
@@ -173,6 +178,7 @@ impl Pipeline {
             mount_lock: tokio::sync::Mutex::new(()),
             engines,
             policies,
+            control,
             audit,
             audit_expected: AtomicUsize::new(0),
             revocation,
@@ -203,8 +209,14 @@ impl Pipeline {
             *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Router::new(mounts));
         }
         self.policies.forget_all();
+        self.control.forget();
         self.load_quotas()?;
         sys::sync_audit_devices(self).await
+    }
+
+    /// The cell's control-plane replica.
+    pub fn control(&self) -> &Arc<ControlPlane> {
+        &self.control
     }
 
     /// The node's Raft; a node on local storage has none.

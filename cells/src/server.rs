@@ -196,7 +196,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     // The cell: Raft over the mutual-TLS cluster port. The barrier's storage
     // is the replicated state.
-    let cluster = start_cluster(config, &api_addr, rx.clone(), &mut tasks).await?;
+    let mut cluster = start_cluster(config, &api_addr, rx.clone(), &mut tasks).await?;
     let storage: Arc<dyn Storage> = Arc::new(ReplicatedStorage::new(cluster.cell.clone()));
     let barrier = Barrier::new(storage, BarrierConfig::default());
     let backend = seal_backend(config)?;
@@ -207,7 +207,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         api_addr,
         Some(cluster.cell.clone()),
         config.leases.settings(),
+        sigil_control_plane::CellId::new(config.cell.id.clone())
+            .context("[cell] id cannot name a control-plane cell")?,
+        cluster.peers.list(),
     );
+    serve_cluster(&mut cluster, &node, rx.clone(), &mut tasks)?;
+    crate::federation::spawn(
+        node.clone(),
+        &cluster.pki.node,
+        &cluster.peers,
+        config,
+        rx.clone(),
+        &mut tasks,
+    )?;
     cluster
         .service
         .set_forward_handler(Arc::new(NodeForwarder(node.clone())));
@@ -361,10 +373,47 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
-/// The node's Raft, its cluster service, serving on the cluster port.
+/// The node's Raft, its cluster service, and the cluster port's listener,
+/// served once the node exists ([`serve_cluster`]).
 struct Cluster {
     cell: RaftCell,
     service: ClusterService,
+    incoming: Option<crate::cluster_pki::ClusterIncoming>,
+    pki: ClusterTls,
+    peers: crate::federation::Peers,
+}
+
+/// Serves the cluster port: Raft and forwarding for this cell's nodes, and
+/// control-plane sync for federated peer cells.
+fn serve_cluster(
+    cluster: &mut Cluster,
+    node: &Arc<Node>,
+    rx: watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let incoming = cluster
+        .incoming
+        .take()
+        .context("the cluster port is already served")?;
+    let raft = cluster
+        .service
+        .clone()
+        .into_server_for(cluster.pki.cell.clone());
+    let federation = crate::federation::service(node.control().clone(), rx.clone());
+    let mut rx = rx;
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(raft)
+            .add_service(federation)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "cluster server failed");
+        }
+    }));
+    Ok(())
 }
 
 async fn start_cluster(
@@ -403,8 +452,10 @@ async fn start_cluster(
         },
     };
     let pki = ClusterTls::load(&source, &config.cell.id, &config.node_id).context("cluster tls")?;
+    let peers = crate::federation::Peers::load(config)?;
     let server_tls =
-        crate::cluster_pki::server_config(&pki.ca, &pki.node, &pki.cell).context("cluster tls")?;
+        crate::cluster_pki::federated_server_config(&pki.ca, &pki.node, &pki.cell, &peers.cas()?)
+            .context("cluster tls")?;
     let connector = pki.connector().context("cluster tls")?;
     let r = &config.raft;
     let mut settings = RaftSettings::new(&config.node_id, &cluster_addr, api_addr);
@@ -422,22 +473,7 @@ async fn start_cluster(
         .await
         .context("cannot start raft")?;
     let service = ClusterService::new(cell.clone());
-    {
-        let svc = service.clone().into_server();
-        let incoming = crate::cluster_pki::ClusterIncoming::new(listener, server_tls);
-        let mut rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "cluster server failed");
-            }
-        }));
-    }
+    let incoming = crate::cluster_pki::ClusterIncoming::new(listener, server_tls);
     if !config.raft.retry_join.is_empty() {
         let cell = cell.clone();
         let addrs = config.raft.retry_join.clone();
@@ -451,7 +487,13 @@ async fn start_cluster(
             "waiting to be joined to a cell (sys/storage/raft/join) or initialised (sys/init)"
         );
     }
-    Ok(Cluster { cell, service })
+    Ok(Cluster {
+        cell,
+        service,
+        incoming: Some(incoming),
+        pki,
+        peers,
+    })
 }
 
 /// Hands requests forwarded by followers to this node's pipeline.

@@ -8,14 +8,19 @@
 //!   conflict rule.
 //! - [`replica`]: a cell's replica: op logs, version vectors, in-order
 //!   delivery, snapshots for peers that fell too far behind, digests.
+//! - [`sync`]: how replicas in different cells converge: a pure serving
+//!   step, and its tonic runtime (a leader pulls from each peer cell over a
+//!   `sigil.federation.v1` stream).
 //!
-//! Everything here is pure: no I/O, no clock reads, no randomness. The cell
-//! persists a replica in its Raft state and carries its ops between cells.
+//! The model, the state, the replica and the sync step are pure: no I/O, no
+//! clock reads, no randomness. The cell persists a replica in its Raft state
+//! (through [`sync::Store`]) and runs the sync runtime on its cluster port.
 
 pub mod hlc;
 pub mod model;
 pub mod replica;
 pub mod state;
+pub mod sync;
 
 pub use hlc::{Hlc, HlcClock};
 pub use model::{CellId, Key, Kind, Value};

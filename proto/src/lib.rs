@@ -29,3 +29,17 @@ pub mod cluster {
         tonic::include_proto!("sigil.cluster.v1");
     }
 }
+
+/// `sigil.federation.v1`: control-plane sync between cells, served on the
+/// mutual-TLS cluster port to the cells a node's configuration trusts.
+pub mod federation {
+    pub mod v1 {
+        #![allow(
+            missing_docs,
+            missing_debug_implementations,
+            clippy::all,
+            unreachable_pub
+        )]
+        tonic::include_proto!("sigil.federation.v1");
+    }
+}

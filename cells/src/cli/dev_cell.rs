@@ -1,9 +1,12 @@
-//! `sigil dev --nodes N`: a real N-node cell on loopback, one `sigil server`
-//! process per node, founded, initialised and unsealed, for trying Sigil's
-//! replication on one machine. Ctrl-C stops every node.
+//! `sigil dev --nodes N [--cells A,B,...]`: real N-node cells on loopback,
+//! one `sigil server` process per node, each cell founded, initialised and
+//! unsealed on its own (its own CA, unseal key and root token), and with
+//! `--cells` federated with every other, for trying Sigil's replication and
+//! control plane on one machine. Ctrl-C stops every node.
 //!
-//! The cell gets its own CA (written beside the nodes' data); node `i`
-//! listens on `BASE+10(i-1)` (HTTP), `+1` (gRPC) and `+2` (cluster). The
+//! Each cell gets its own CA (written beside its nodes' data); node `i` of
+//! cell `j` (both from 0) listens on `BASE+100j+10i` (HTTP), `+1` (gRPC) and
+//! `+2` (cluster). The
 //! topology JSON (`--topology-out`) is what `sigil-chaos` and scripts read:
 //!
 //! ```json
@@ -25,6 +28,7 @@ use crate::cluster_pki::{CellCa, CellId, NodeId};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct DevNode {
+    cell: String,
     name: String,
     http: String,
     grpc: String,
@@ -65,15 +69,23 @@ impl Drop for Nodes {
 pub(super) async fn run(args: DevArgs) -> ExitCode {
     match start(&args).await {
         Ok((nodes, root, topology, _temp)) => {
+            let cells: Vec<&str> = topology["cells"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["id"].as_str())
+                .collect();
             println!(
-                "==> Sigil dev cell {:?} started: {} nodes. Do not use dev mode in production.",
-                args.cell,
+                "==> Sigil dev {} {} started: {} nodes. Do not use dev mode in production.",
+                if cells.len() > 1 { "cells" } else { "cell" },
+                cells.join(", "),
                 nodes.0.len()
             );
             println!();
             for n in &nodes.0 {
                 println!(
-                    "    {:<8} HTTP {:<26} gRPC {:<16} cluster {:<16} pid {}",
+                    "    {:<10} {:<8} HTTP {:<26} gRPC {:<16} cluster {:<16} pid {}",
+                    n.cell,
                     n.name,
                     n.url(),
                     n.grpc,
@@ -84,6 +96,11 @@ pub(super) async fn run(args: DevArgs) -> ExitCode {
             println!();
             println!("    export SIGIL_ADDR='{}'", nodes.0[0].url());
             println!("Root Token: {root}");
+            if cells.len() > 1 {
+                println!(
+                    "Each cell has its own root token and unseal key; the topology file lists them."
+                );
+            }
             if let Some(path) = &args.topology_out {
                 println!("Topology:   {}", path.display());
             }
@@ -91,7 +108,6 @@ pub(super) async fn run(args: DevArgs) -> ExitCode {
             println!(
                 "Any node serves any request; writes go to the leader. Ctrl-C stops the cell."
             );
-            let _ = topology;
             wait_for_signal().await;
             drop(nodes);
             ExitCode::SUCCESS
@@ -114,6 +130,156 @@ async fn wait_for_signal() {
 
 type Started = (Nodes, String, Value, Option<tempfile::TempDir>);
 
+/// One cell to start: its id, CA and nodes' addresses.
+struct CellPlan {
+    id: CellId,
+    ca: CellCa,
+    ca_pem: PathBuf,
+    /// (name, http, grpc, cluster, dir) of each node.
+    nodes: Vec<(String, String, String, String, PathBuf)>,
+}
+
+/// The cells to start: `--cells`, or the one `--cell`.
+fn cell_ids(args: &DevArgs) -> Result<Vec<CellId>, String> {
+    let names: Vec<String> = if args.cells.is_empty() {
+        vec![args.cell.clone()]
+    } else {
+        args.cells.clone()
+    };
+    let mut ids: Vec<CellId> = Vec::new();
+    for n in names {
+        let id = CellId::new(n.trim()).map_err(|e| format!("--cells: {e}"))?;
+        if ids.contains(&id) {
+            return Err(format!("--cells: {id} is listed twice"));
+        }
+        ids.push(id);
+    }
+    if ids.len() > 9 {
+        return Err("--cells: at most 9 cells".into());
+    }
+    Ok(ids)
+}
+
+fn plan(args: &DevArgs, root_dir: &Path, j: usize, id: CellId) -> Result<CellPlan, String> {
+    let multi = !args.cells.is_empty();
+    // One cell keeps the layout it always had; several get a directory each.
+    let cell_dir = if multi {
+        root_dir.join(id.as_str())
+    } else {
+        root_dir.to_path_buf()
+    };
+    let ca_dir = cell_dir.join("cluster-ca");
+    if !ca_dir.join("cluster-ca.pem").exists() {
+        CellCa::generate(&id)
+            .and_then(|ca| ca.write_to(&ca_dir))
+            .map_err(|e| e.to_string())?;
+    }
+    let ca_pem = ca_dir.join("cluster-ca.pem");
+    let ca =
+        CellCa::load(&ca_pem, &ca_dir.join("cluster-ca-key.pem")).map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    for i in 0..usize::from(args.nodes) {
+        let offset = u16::try_from(j * 100 + i * 10).map_err(|_| "too many nodes")?;
+        let base = args
+            .base_port
+            .checked_add(offset)
+            .filter(|b| *b < u16::MAX - 2)
+            .ok_or("--base-port too high for this many nodes")?;
+        let name = format!("node-{}", i + 1);
+        nodes.push((
+            name.clone(),
+            format!("127.0.0.1:{base}"),
+            format!("127.0.0.1:{}", base + 1),
+            format!("127.0.0.1:{}", base + 2),
+            cell_dir.join(&name),
+        ));
+    }
+    Ok(CellPlan {
+        id,
+        ca,
+        ca_pem,
+        nodes,
+    })
+}
+
+/// The `[federation]` section for a node of `me`: every other cell.
+fn federation_section(plans: &[CellPlan], me: &CellId) -> String {
+    let mut out = String::new();
+    for p in plans.iter().filter(|p| p.id != *me) {
+        let addrs: Vec<String> = p.nodes.iter().map(|n| format!("{:?}", n.3)).collect();
+        out.push_str(&format!(
+            "[[federation.peers]]\ncell = \"{}\"\naddrs = [{}]\nca_file = {:?}\n",
+            p.id,
+            addrs.join(", "),
+            p.ca_pem.display().to_string()
+        ));
+    }
+    out
+}
+
+fn spawn_node(
+    args: &DevArgs,
+    exe: &Path,
+    plan: &CellPlan,
+    i: usize,
+    federation: &str,
+) -> Result<DevNode, String> {
+    let (name, http, grpc, cluster, dir) = plan.nodes[i].clone();
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).map_err(|e| format!("{}: {e}", tls.display()))?;
+    if !tls.join("node.pem").exists() {
+        let cert = plan
+            .ca
+            .issue_node(
+                &plan.id,
+                &NodeId::new(name.clone()).map_err(|e| e.to_string())?,
+                &["127.0.0.1".to_owned(), "localhost".to_owned()],
+            )
+            .map_err(|e| e.to_string())?;
+        cert.write_to(&tls).map_err(|e| e.to_string())?;
+    }
+    let join = if i == 0 {
+        String::new()
+    } else {
+        format!("retry_join = [\"{}\"]\n", plan.nodes[0].3)
+    };
+    let config = format!(
+        "node_id = \"{name}\"\ndata_dir = {data:?}\ndisable_mlock = {mlock}\n\
+         [listener]\nhttp_addr = \"{http}\"\ngrpc_addr = \"{grpc}\"\n\
+         [cell]\nid = \"{cell}\"\n\
+         [raft]\ncluster_addr = \"{cluster}\"\n{join}\
+         tls_ca_file = {ca:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n{federation}",
+        cell = plan.id,
+        data = dir.join("data").display().to_string(),
+        mlock = args.disable_mlock,
+        ca = plan.ca_pem.display().to_string(),
+        cert = tls.join("node.pem").display().to_string(),
+        key = tls.join("node-key.pem").display().to_string(),
+    );
+    let config_path = dir.join("sigil.toml");
+    std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let log = std::fs::File::create(dir.join("sigil.log")).map_err(|e| e.to_string())?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("server")
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {} of {}: {e}", name, plan.id))?;
+    Ok(DevNode {
+        cell: plan.id.to_string(),
+        name,
+        http,
+        grpc,
+        cluster,
+        dir,
+        child,
+    })
+}
+
 async fn start(args: &DevArgs) -> Result<Started, String> {
     let (root_dir, temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
@@ -125,82 +291,18 @@ async fn start(args: &DevArgs) -> Result<Started, String> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let cell = CellId::new(args.cell.clone()).map_err(|e| format!("--cell: {e}"))?;
-    let ca = CellCa::generate(&cell).map_err(|e| e.to_string())?;
-    let ca_dir = root_dir.join("cluster-ca");
-    if !ca_dir.join("cluster-ca.pem").exists() {
-        ca.write_to(&ca_dir).map_err(|e| e.to_string())?;
-    }
-    let ca = CellCa::load(
-        &ca_dir.join("cluster-ca.pem"),
-        &ca_dir.join("cluster-ca-key.pem"),
-    )
-    .map_err(|e| e.to_string())?;
+    let plans = cell_ids(args)?
+        .into_iter()
+        .enumerate()
+        .map(|(j, id)| plan(args, &root_dir, j, id))
+        .collect::<Result<Vec<_>, _>>()?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the sigil binary: {e}"))?;
     let mut nodes = Nodes(Vec::new());
-    for i in 0..args.nodes {
-        let base = args
-            .base_port
-            .checked_add(u16::from(i) * 10)
-            .filter(|b| *b < u16::MAX - 2)
-            .ok_or("--base-port too high for this many nodes")?;
-        let name = format!("node-{}", i + 1);
-        let dir = root_dir.join(&name);
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).map_err(|e| format!("{}: {e}", tls.display()))?;
-        if !tls.join("node.pem").exists() {
-            let cert = ca
-                .issue_node(
-                    &cell,
-                    &NodeId::new(name.clone()).map_err(|e| e.to_string())?,
-                    &["127.0.0.1".to_owned(), "localhost".to_owned()],
-                )
-                .map_err(|e| e.to_string())?;
-            cert.write_to(&tls).map_err(|e| e.to_string())?;
+    for p in &plans {
+        let federation = federation_section(&plans, &p.id);
+        for i in 0..p.nodes.len() {
+            nodes.0.push(spawn_node(args, &exe, p, i, &federation)?);
         }
-        let (http, grpc, cluster) = (
-            format!("127.0.0.1:{base}"),
-            format!("127.0.0.1:{}", base + 1),
-            format!("127.0.0.1:{}", base + 2),
-        );
-        let join = match nodes.0.first() {
-            Some(first) => format!("retry_join = [\"{}\"]\n", first.cluster),
-            None => String::new(),
-        };
-        let config = format!(
-            "node_id = \"{name}\"\ndata_dir = {data:?}\ndisable_mlock = {mlock}\n\
-             [listener]\nhttp_addr = \"{http}\"\ngrpc_addr = \"{grpc}\"\n\
-             [cell]\nid = \"{cell}\"\n\
-             [raft]\ncluster_addr = \"{cluster}\"\n{join}\
-             tls_ca_file = {ca:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n",
-            data = dir.join("data").display().to_string(),
-            mlock = args.disable_mlock,
-            ca = ca_dir.join("cluster-ca.pem").display().to_string(),
-            cert = tls.join("node.pem").display().to_string(),
-            key = tls.join("node-key.pem").display().to_string(),
-        );
-        let config_path = dir.join("sigil.toml");
-        std::fs::write(&config_path, config)
-            .map_err(|e| format!("{}: {e}", config_path.display()))?;
-        let log = std::fs::File::create(dir.join("sigil.log")).map_err(|e| e.to_string())?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&exe)
-            .arg("server")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start {name}: {e}"))?;
-        nodes.0.push(DevNode {
-            name,
-            http,
-            grpc,
-            cluster,
-            dir,
-            child,
-        });
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -209,36 +311,72 @@ async fn start(args: &DevArgs) -> Result<Started, String> {
     for n in &mut nodes.0 {
         wait_up(&client, n).await?;
     }
-    // Initialise once, through the founding node; the others learn of it by
-    // replication and are unsealed with the same key.
-    let first = nodes.0[0].url();
+    let mut cells = Vec::new();
+    let mut first_root = String::new();
+    for p in &plans {
+        let (keys, root) = bring_up(args, &client, &root_dir, &mut nodes, p).await?;
+        if first_root.is_empty() {
+            first_root = root.clone();
+        }
+        cells.push(json!({
+            "id": p.id.to_string(),
+            "root_token": root,
+            "unseal_keys": keys,
+            "nodes": nodes.0.iter().filter(|n| n.cell == p.id.as_str()).map(|n| json!({
+                "id": n.name,
+                "http_addr": n.url(),
+                "grpc_addr": n.grpc,
+                "cluster_addr": n.cluster,
+                "data_dir": n.dir.join("data"),
+                "pid": n.child.id(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let topology = json!({ "cells": cells });
+    if let Some(path) = &args.topology_out {
+        let text = serde_json::to_string_pretty(&topology).map_err(|e| e.to_string())?;
+        write_private(path, &text)?;
+    }
+    Ok((nodes, first_root, topology, temp))
+}
+
+/// Initialises one cell through its founding node, unseals every node with
+/// the same key, mounts `secret/` and waits for every node to vote. Each
+/// cell gets its own keys and root token.
+async fn bring_up(
+    args: &DevArgs,
+    client: &reqwest::Client,
+    root_dir: &Path,
+    nodes: &mut Nodes,
+    plan: &CellPlan,
+) -> Result<(Vec<String>, String), String> {
+    let cell = plan.id.as_str();
+    let first = format!("http://{}", plan.nodes[0].1);
     let mut init = json!({ "secret_shares": 1, "secret_threshold": 1 });
     if let Some(t) = &args.root_token {
         init["root_token"] = json!(t);
     }
-    let status: Value = get(&client, &format!("{first}/v1/sys/seal-status")).await?;
-    let (keys, root) = if status["initialized"] == true {
+    let status: Value = get(client, &format!("{first}/v1/sys/seal-status")).await?;
+    if status["initialized"] == true {
         return Err(format!(
-            "the cell in {} is already initialised; unseal it with `sigil operator unseal`, or start with a fresh --data-dir",
+            "cell {cell} in {} is already initialised; unseal it with `sigil operator unseal`, or start with a fresh --data-dir",
             root_dir.display()
         ));
-    } else {
-        let out = send(&client, "PUT", &format!("{first}/v1/sys/init"), None, &init).await?;
-        let keys: Vec<String> = out["keys"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|k| k.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let root = out["root_token"].as_str().unwrap_or_default().to_owned();
-        (keys, root)
-    };
-    for n in &mut nodes.0 {
+    }
+    let out = send(client, "PUT", &format!("{first}/v1/sys/init"), None, &init).await?;
+    let keys: Vec<String> = out["keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let root = out["root_token"].as_str().unwrap_or_default().to_owned();
+    for n in nodes.0.iter_mut().filter(|n| n.cell == cell) {
         let url = n.url();
         poll(n, "the cell's initialisation to replicate", || async {
-            get(&client, &format!("{url}/v1/sys/seal-status"))
+            get(client, &format!("{url}/v1/sys/seal-status"))
                 .await
                 .ok()
                 .filter(|s| s["initialized"] == true)
@@ -246,7 +384,7 @@ async fn start(args: &DevArgs) -> Result<Started, String> {
         .await?;
         for key in &keys {
             send(
-                &client,
+                client,
                 "PUT",
                 &format!("{url}/v1/sys/unseal"),
                 None,
@@ -256,18 +394,23 @@ async fn start(args: &DevArgs) -> Result<Started, String> {
         }
     }
     send(
-        &client,
+        client,
         "POST",
         &format!("{first}/v1/sys/mounts/secret"),
         Some(&root),
         &json!({ "type": "kv", "options": { "version": "2" } }),
     )
     .await?;
-    let want = nodes.0.len();
+    let want = plan.nodes.len();
     let root_ref = root.clone();
-    poll(&mut nodes.0[0], "every node to join as a voter", || async {
+    let founder = nodes
+        .0
+        .iter_mut()
+        .find(|n| n.cell == cell)
+        .ok_or("no node started")?;
+    poll(founder, "every node to join as a voter", || async {
         let c: Value = send(
-            &client,
+            client,
             "GET",
             &format!("{first}/v1/sys/storage/raft/configuration"),
             Some(&root_ref),
@@ -279,26 +422,7 @@ async fn start(args: &DevArgs) -> Result<Started, String> {
         (servers.iter().filter(|s| s["voter"] == true).count() == want).then_some(c)
     })
     .await?;
-    let topology = json!({
-        "cells": [{
-            "id": args.cell,
-            "root_token": root,
-            "unseal_keys": keys,
-            "nodes": nodes.0.iter().map(|n| json!({
-                "id": n.name,
-                "http_addr": n.url(),
-                "grpc_addr": n.grpc,
-                "cluster_addr": n.cluster,
-                "data_dir": n.dir.join("data"),
-                "pid": n.child.id(),
-            })).collect::<Vec<_>>(),
-        }]
-    });
-    if let Some(path) = &args.topology_out {
-        let text = serde_json::to_string_pretty(&topology).map_err(|e| e.to_string())?;
-        write_private(path, &text)?;
-    }
-    Ok((nodes, root, topology, temp))
+    Ok((keys, root))
 }
 
 /// The topology holds the root token and unseal keys: owner-only.

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -17,7 +18,7 @@ use super::ca::CaCertificate;
 use super::error::PkiError;
 use super::identity::CellId;
 use super::node_certificate::NodeCertificate;
-use super::verify::{CellClientVerifier, CellServerVerifier};
+use super::verify::{CellClientVerifier, CellServerVerifier, FederatedClientVerifier};
 
 const ALPN_H2: &[u8] = b"h2";
 
@@ -59,6 +60,65 @@ pub fn server_config(
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// The cluster port's server config for a federated cell: presents `node`,
+/// and requires a client certificate naming `expected_cell` and issued by
+/// `ca`, or naming one of `peers`' cells and issued by that cell's CA.
+pub fn federated_server_config(
+    ca: &CaCertificate,
+    node: &NodeCertificate,
+    expected_cell: &CellId,
+    peers: &[(CellId, CaCertificate)],
+) -> Result<Arc<ServerConfig>, PkiError> {
+    if peers.is_empty() {
+        return server_config(ca, node, expected_cell);
+    }
+    check_own_cell(node, expected_cell)?;
+    let provider = crate::tls::provider();
+    let webpki = |ca: &CaCertificate| -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+        let v = WebPkiClientVerifier::builder_with_provider(roots(ca)?, Arc::clone(&provider))
+            .build()?;
+        Ok(v)
+    };
+    let own = webpki(ca)?;
+    let peers = peers
+        .iter()
+        .map(|(cell, ca)| Ok((cell.clone(), webpki(ca)?)))
+        .collect::<Result<Vec<_>, PkiError>>()?;
+    let verifier = FederatedClientVerifier::new((expected_cell.clone(), own), peers);
+    let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(node.certified_key())));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// The client config with which a node of this cell dials a federated peer
+/// cell: trusts the peer's CA alone, requires the server's certificate to
+/// be valid for the dialled host and to name `peer_cell`, and presents
+/// `node` (this cell's certificate).
+pub fn federation_client_config(
+    peer_ca: &CaCertificate,
+    node: &NodeCertificate,
+    peer_cell: &CellId,
+) -> Result<ClientConfig, PkiError> {
+    let provider = crate::tls::provider();
+    let webpki =
+        WebPkiServerVerifier::builder_with_provider(roots(peer_ca)?, Arc::clone(&provider))
+            .build()?;
+    let verifier = CellServerVerifier::new(webpki, peer_cell.clone());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(node.certified_key())));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = Resumption::disabled();
+    Ok(config)
 }
 
 /// The cluster port's client config: trusts `ca` alone (no system roots),

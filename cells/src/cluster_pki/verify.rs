@@ -99,6 +99,89 @@ impl ClientCertVerifier for CellClientVerifier {
     }
 }
 
+/// Server side of a federated cluster port: a client certificate must chain
+/// to the CA configured for the cell it names, this cell's own or a
+/// federated peer's. One cell's CA cannot vouch for a node of another.
+/// Which services a peer cell may then call is for the services to decide
+/// (the Raft service admits this cell only).
+#[derive(Debug)]
+pub(super) struct FederatedClientVerifier {
+    by_cell: std::collections::BTreeMap<CellId, Arc<dyn ClientCertVerifier>>,
+    own: Arc<dyn ClientCertVerifier>,
+}
+
+impl FederatedClientVerifier {
+    /// `own` verifies this cell's nodes; `peers` each federated cell's.
+    pub(super) fn new(
+        own: (CellId, Arc<dyn ClientCertVerifier>),
+        peers: Vec<(CellId, Arc<dyn ClientCertVerifier>)>,
+    ) -> Self {
+        let mut by_cell: std::collections::BTreeMap<_, _> = peers.into_iter().collect();
+        by_cell.insert(own.0, own.1.clone());
+        Self {
+            by_cell,
+            own: own.1,
+        }
+    }
+}
+
+impl ClientCertVerifier for FederatedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Clients have one certificate each; hints would only list CAs.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // The name is read before the chain is checked only to pick the CA
+        // that must have issued it; nothing else is taken from it until the
+        // chain verifies.
+        let identity = NodeIdentity::from_der(end_entity)
+            .map_err(|e| rustls::Error::General(format!("peer certificate: {e}")))?;
+        let inner = self.by_cell.get(&identity.cell).ok_or_else(|| {
+            rustls::Error::General(format!(
+                "peer certificate names cell {}, which is neither this cell nor a federated one",
+                identity.cell
+            ))
+        })?;
+        inner.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.own.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.own.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.own.supported_verify_schemes()
+    }
+}
+
 /// Client side: accepts a server certificate from the cell CA, valid for
 /// the dialled name, naming the cell.
 #[derive(Debug)]

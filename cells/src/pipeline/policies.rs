@@ -1,8 +1,11 @@
 //! ACL policies as stored in the barrier, with parsed policies and compiled
 //! ACLs cached in memory.
 //!
-//! Policies live at `sys/policy/<name>` as their original text (HCL or
-//! JSON). `default` exists from the start (its built-in text until someone
+//! Policies are control-plane state, shared by every cell: a write goes
+//! through the cell's replica (`crate::control_plane`), which stores the
+//! policy's register and its op, and, in the same batch, the text in force at
+//! `sys/policy/<name>` (original HCL or JSON), where this store reads it. A
+//! policy written in another cell arrives the same way. `default` exists from the start (its built-in text until someone
 //! writes it); `root` is never stored. Compiled ACLs are cached per set of
 //! policy names; any policy write clears the cache, so a changed policy
 //! applies to the next request.
@@ -11,22 +14,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::api_error::ApiError;
-use crate::barrier::Barrier;
-use crate::policy::{self, Acl, Policy, builtin};
+use sigil_control_plane::model::PolicyDoc;
+use sigil_control_plane::{Key, Value};
 
-const POLICY_PREFIX: &str = "sys/policy/";
+use crate::barrier::Barrier;
+use crate::control_plane::{ControlPlane, POLICY_VIEW_PREFIX as POLICY_PREFIX};
+use crate::policy::{self, Acl, Policy, builtin};
 
 #[derive(Debug)]
 pub struct PolicyStore {
     barrier: Barrier,
+    control: Arc<ControlPlane>,
     parsed: RwLock<HashMap<String, Arc<Policy>>>,
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
 }
 
 impl PolicyStore {
-    pub fn new(barrier: Barrier) -> Self {
+    pub fn new(barrier: Barrier, control: Arc<ControlPlane>) -> Self {
         Self {
             barrier,
+            control,
             parsed: RwLock::default(),
             acls: RwLock::default(),
         }
@@ -69,8 +76,13 @@ impl PolicyStore {
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
         let parsed =
             Policy::parse(&name, text).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        self.barrier
-            .put(&format!("{POLICY_PREFIX}{name}"), text.as_bytes())
+        self.control
+            .write(
+                Key::Policy { name: name.clone() },
+                Some(Value::Policy(PolicyDoc {
+                    text: text.to_owned(),
+                })),
+            )
             .await?;
         self.parsed
             .write()
@@ -84,8 +96,8 @@ impl PolicyStore {
         let name = name.to_lowercase();
         let name = policy::check_deletable_name(&name)
             .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        self.barrier
-            .delete(&format!("{POLICY_PREFIX}{name}"))
+        self.control
+            .write(Key::Policy { name: name.clone() }, None)
             .await?;
         self.parsed
             .write()

@@ -172,6 +172,7 @@ pub(super) async fn handle(
         ("leases" | "renew" | "revoke" | "revoke-prefix" | "revoke-force", _) => {
             super::leases::handle(p, req, head, rest, caller).await
         }
+        ("control-plane", rest) => super::control_plane_api::handle(p, req, rest).await,
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)

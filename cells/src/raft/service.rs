@@ -60,10 +60,35 @@ impl ClusterService {
         *self.forward.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
+    /// The server for the cluster port, admitting only nodes of `cell`: the
+    /// port also admits federated peer cells, for control-plane sync alone.
+    pub fn into_server_for(
+        self,
+        cell: crate::cluster_pki::CellId,
+    ) -> tonic::service::interceptor::InterceptedService<ClusterServer<Self>, AdmitCell> {
+        tonic::service::interceptor::InterceptedService::new(self.into_server(), AdmitCell(cell))
+    }
+
     pub fn into_server(self) -> ClusterServer<Self> {
         ClusterServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// Refuses callers whose certificate names another cell than this one.
+#[derive(Debug, Clone)]
+pub struct AdmitCell(crate::cluster_pki::CellId);
+
+impl tonic::service::Interceptor for AdmitCell {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        match crate::cluster_pki::peer_identity(&req) {
+            Some(peer) if peer.cell != self.0 => Err(Status::permission_denied(format!(
+                "a node of cell {} may not call cell {}'s cluster service",
+                peer.cell, self.0
+            ))),
+            _ => Ok(req),
+        }
     }
 }
 

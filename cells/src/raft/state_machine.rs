@@ -66,7 +66,12 @@ impl Applied {
 /// Key prefixes whose change other parts of the node must hear about
 /// (seal material, mount and audit tables, policies): caches built from them
 /// are rebuilt when a replicated write touches them.
-pub const WATCHED_PREFIXES: &[&[u8]] = &[b"core/", b"logical/core/", b"logical/sys/policy/"];
+pub const WATCHED_PREFIXES: &[&[u8]] = &[
+    b"core/",
+    b"logical/core/",
+    b"logical/sys/policy/",
+    b"logical/sys/control-plane/",
+];
 
 struct Shared {
     dir: PathBuf,

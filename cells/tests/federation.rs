@@ -1,0 +1,366 @@
+//! Two federated cells, each one in-process node with its own CA, keys and
+//! root token: the control plane carries policies between them over the
+//! mutual-TLS cluster port, and the port admits only what the
+//! configuration trusts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{call, init_unseal};
+use sigil_cell::cluster_pki::{
+    CellCa, CellId, ClusterConnector, NodeCertificate, NodeId, federation_client_config,
+};
+use sigil_cell::config::Config;
+use sigil_cell::server::{self, Running};
+use sigil_proto::cluster::v1 as cluster_pb;
+use sigil_proto::federation::v1 as fed_pb;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A cell's CA and its one node's certificate, written under `dir`.
+struct CellFiles {
+    id: String,
+    ca: CellCa,
+    ca_pem: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    cluster: String,
+}
+
+fn cell_files(dir: &Path, id: &str) -> CellFiles {
+    let ca = CellCa::generate(&CellId::new(id).expect("cell")).expect("ca");
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("mkdir");
+    let node = issue(&ca, id);
+    let (cert, key) = node.write_to(&tls).expect("write cert");
+    let ca_pem = tls.join("ca.pem");
+    std::fs::write(&ca_pem, ca.certificate().pem()).expect("write ca");
+    CellFiles {
+        id: id.to_owned(),
+        ca,
+        ca_pem,
+        cert,
+        key,
+        cluster: format!("127.0.0.1:{}", free_port()),
+    }
+}
+
+fn issue(ca: &CellCa, cell: &str) -> NodeCertificate {
+    ca.issue_node(
+        &CellId::new(cell).expect("cell"),
+        &NodeId::new("node-1").expect("node"),
+        &["127.0.0.1".to_owned()],
+    )
+    .expect("issue")
+}
+
+fn config(dir: &Path, me: &CellFiles, peers: &[&CellFiles]) -> Config {
+    let peers: String = peers
+        .iter()
+        .map(|p| {
+            format!(
+                "[[federation.peers]]\ncell = \"{}\"\naddrs = [\"{}\"]\nca_file = {:?}\n",
+                p.id,
+                p.cluster,
+                p.ca_pem.display().to_string()
+            )
+        })
+        .collect();
+    let text = format!(
+        "node_id = \"node-1\"\ndata_dir = {:?}\ndisable_mlock = true\n\
+         [listener]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\
+         [cell]\nid = \"{}\"\n\
+         [raft]\ncluster_addr = \"{}\"\n\
+         tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n\
+         [federation]\nsync_interval_ms = 200\n{peers}",
+        dir.join("data").display().to_string(),
+        me.id,
+        me.cluster,
+        me.ca_pem.display().to_string(),
+        me.cert.display().to_string(),
+        me.key.display().to_string(),
+    );
+    Config::parse(&text).expect("config")
+}
+
+struct Federation {
+    _dirs: Vec<tempfile::TempDir>,
+    files: Vec<CellFiles>,
+    nodes: Vec<Running>,
+    roots: Vec<String>,
+}
+
+/// `ids` as cells that all federate with each other, initialised and unsealed.
+async fn federation(ids: &[&str]) -> Federation {
+    let dirs: Vec<tempfile::TempDir> = ids
+        .iter()
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let files: Vec<CellFiles> = ids
+        .iter()
+        .zip(&dirs)
+        .map(|(id, d)| cell_files(d.path(), id))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let peers: Vec<&CellFiles> = files.iter().filter(|p| p.id != f.id).collect();
+        let c = config(dirs[i].path(), f, &peers);
+        nodes.push(server::start(&c).await.expect("start"));
+    }
+    let mut roots = Vec::new();
+    for n in &nodes {
+        let base = n.http_url();
+        let root = tokio::task::spawn_blocking(move || init_unseal(&base))
+            .await
+            .expect("init");
+        roots.push(root);
+    }
+    Federation {
+        _dirs: dirs,
+        files,
+        nodes,
+        roots,
+    }
+}
+
+async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (base, method, path, token, body) = (
+        base.to_owned(),
+        method.to_owned(),
+        path.to_owned(),
+        token.map(str::to_owned),
+        body.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || call(&base, &method, &path, token.as_deref(), &body))
+        .await
+        .expect("call")
+}
+
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_written_in_one_cell_is_enforced_in_the_other() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+
+    // A secret that only cell B holds, and a token of B's with a policy
+    // that exists nowhere yet.
+    let (code, out) = http(&b, "POST", "sys/mounts/kv", Some(rb), r#"{"type":"kv"}"#).await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(&b, "PUT", "kv/app", Some(rb), r#"{"user":"app"}"#).await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(
+        &b,
+        "POST",
+        "auth/token/create",
+        Some(rb),
+        r#"{"policies":["shared"]}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    let token = out["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (code, _) = http(&b, "GET", "kv/app", Some(&token), "").await;
+    assert_eq!(code, 403, "no policy grants it yet");
+
+    // The policy is written in A; B enforces it.
+    let (code, out) = http(
+        &a,
+        "PUT",
+        "sys/policies/acl/shared",
+        Some(ra),
+        r#"{"policy":"path \"kv/*\" { capabilities = [\"read\"] }"}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let body = until("cell B enforces the policy written in A", async || {
+        let (code, body) = http(&b, "GET", "kv/app", Some(&token), "").await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(body["data"]["user"], "app");
+    let (code, out) = http(&b, "GET", "sys/policies/acl/shared", Some(rb), "").await;
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        out["data"]["policy"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kv/*")
+    );
+
+    // Deleting it in B takes it away in A too.
+    let (code, out) = http(&b, "DELETE", "sys/policies/acl/shared", Some(rb), "").await;
+    assert_eq!(code, 204, "{out}");
+    until("the deletion reaches A", async || {
+        let (code, _) = http(&a, "GET", "sys/policies/acl/shared", Some(ra), "").await;
+        (code == 404).then_some(())
+    })
+    .await;
+
+    // Each cell's status shows its peer's stream, and no lag once settled.
+    let status = until("A's sync with B has settled", async || {
+        let (code, s) = http(&a, "GET", "sys/control-plane/status", Some(ra), "").await;
+        let peer = &s["data"]["peers"][0];
+        (code == 200
+            && peer["cell"] == "us-east"
+            && peer["connected"].is_string()
+            && peer["lag"].as_object().is_some_and(|l| l.is_empty()))
+        .then_some(s)
+    })
+    .await;
+    assert_eq!(status["data"]["cell"], "eu-west");
+    assert!(status["data"]["version_vector"]["us-east"].as_u64() >= Some(1));
+
+    // Both cells register themselves; every cell sees both.
+    for (base, root) in [(&a, ra), (&b, rb)] {
+        let cells = until("the registry lists both cells", async || {
+            let (_, c) = http(base, "GET", "sys/control-plane/cells", Some(root), "").await;
+            (c["data"]["keys"].as_array().map(Vec::len) == Some(2)).then_some(c)
+        })
+        .await;
+        assert_eq!(cells["data"]["cells"]["eu-west"]["region"], "eu-west");
+        assert!(
+            cells["data"]["cells"]["us-east"]["cluster_addrs"][0]
+                .as_str()
+                .is_some_and(|s| s == fed.files[1].cluster)
+        );
+    }
+    let (code, c) = http(&a, "GET", "sys/control-plane/conflicts", Some(ra), "").await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["data"]["keys"], serde_json::json!([]));
+
+    // The control plane's paths refuse what they do not serve.
+    let (code, _) = http(&a, "PUT", "sys/control-plane/status", Some(ra), "{}").await;
+    assert_eq!(code, 405);
+    let (code, _) = http(&a, "GET", "sys/control-plane/nope", Some(ra), "").await;
+    assert_eq!(code, 404);
+    let (code, _) = http(&a, "GET", "sys/control-plane/status", None, "").await;
+    assert_eq!(code, 403);
+
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A channel to `target`'s cluster port presenting `node`, trusting `ca`
+/// for a server of cell `cell`.
+async fn dial(
+    target: &str,
+    ca: &CellCa,
+    node: &NodeCertificate,
+    cell: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let tls = federation_client_config(ca.certificate(), node, &CellId::new(cell).expect("cell"))
+        .expect("client tls");
+    tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(ClusterConnector::new(tls))
+        .await
+}
+
+async fn open_sync(channel: tonic::transport::Channel) -> Result<(), tonic::Status> {
+    let mut client = fed_pb::federation_client::FederationClient::new(channel);
+    let mut replies = client
+        .sync(futures::stream::iter(Vec::<fed_pb::SyncRequest>::new()))
+        .await?
+        .into_inner();
+    // The stream opens; with no digest sent, nothing arrives yet.
+    match tokio::time::timeout(Duration::from_millis(300), replies.message()).await {
+        Ok(Err(s)) => Err(s),
+        _ => Ok(()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_port_admits_only_trusted_cells_and_only_to_sync() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let a = &fed.files[0];
+    let b = &fed.files[1];
+    let b_node = issue(&b.ca, "us-east");
+
+    // B's node, with B's CA: sync opens; A's Raft service refuses it.
+    let channel = dial(&a.cluster, &a.ca, &b_node, "eu-west")
+        .await
+        .expect("a trusted peer connects");
+    open_sync(channel.clone()).await.expect("sync is open to B");
+    let mut raft = cluster_pb::cluster_client::ClusterClient::new(channel);
+    let err = raft
+        .vote(cluster_pb::RaftPayload {
+            payload: vec![0u8; 4].into(),
+        })
+        .await
+        .expect_err("B may not call A's Raft");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("cell us-east"), "{err}");
+
+    // A certificate naming us-east from a CA that is not us-east's.
+    let forger = CellCa::generate(&CellId::new("us-east").expect("cell")).expect("ca");
+    let forged = issue(&forger, "us-east");
+    let refused = match dial(&a.cluster, &a.ca, &forged, "eu-west").await {
+        Err(_) => true,
+        Ok(ch) => open_sync(ch).await.is_err(),
+    };
+    assert!(refused, "a forged us-east certificate is refused");
+    // A cell A does not federate with, with a certificate from its own CA.
+    let stranger_ca = CellCa::generate(&CellId::new("ap-south").expect("cell")).expect("ca");
+    let stranger = issue(&stranger_ca, "ap-south");
+    let refused = match dial(&a.cluster, &a.ca, &stranger, "eu-west").await {
+        Err(_) => true,
+        Ok(ch) => open_sync(ch).await.is_err(),
+    };
+    assert!(refused, "an unknown cell is refused");
+    // B's CA issuing a certificate that claims cell eu-west cannot reach
+    // A's Raft either: A's verifier checks eu-west names against A's CA.
+    let impostor = issue(&b.ca, "eu-west");
+    let refused = match dial(&a.cluster, &a.ca, &impostor, "eu-west").await {
+        Err(_) => true,
+        Ok(ch) => cluster_pb::cluster_client::ClusterClient::new(ch)
+            .vote(cluster_pb::RaftPayload {
+                payload: vec![0u8; 4].into(),
+            })
+            .await
+            .is_err_and(|s| s.code() != tonic::Code::InvalidArgument),
+    };
+    assert!(refused, "another cell's CA cannot vouch for eu-west");
+
+    // Nothing the refused callers did reached A's control plane.
+    let ra = &fed.roots[0];
+    let (code, s) = http(
+        &fed.nodes[0].http_url(),
+        "GET",
+        "sys/control-plane/status",
+        Some(ra),
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{s}");
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}
