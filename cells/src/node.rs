@@ -176,7 +176,11 @@ impl Node {
         let write = !matches!(req.operation, Operation::Read | Operation::List);
         let leader = cell.is_leader();
         // The leader runs control-plane sync, so it alone knows its state.
-        if req.path == "sys/control-plane/status" && !leader && cell.leader().is_some() {
+        // `local=true` asks this node's own replica instead (every node of
+        // a cell should hold the same).
+        let local = matches!(req.data.get("local"), Some(serde_json::Value::Bool(true)))
+            || req.data.get("local").and_then(|v| v.as_str()) == Some("true");
+        if req.path == "sys/control-plane/status" && !leader && !local && cell.leader().is_some() {
             return Ok(Route::Leader);
         }
         if write {

@@ -34,6 +34,22 @@ pub struct CellOptions {
     pub snapshot_every: u64,
     /// `raft.max_staleness_ms`.
     pub max_staleness_ms: u64,
+    /// The cell's id (`chaos` unless a federation names its cells).
+    pub cell_id: String,
+}
+
+impl CellOptions {
+    /// A cell named `chaos` of `nodes` nodes.
+    pub fn new(nodes: usize, sigil: PathBuf, dir: PathBuf) -> Self {
+        Self {
+            nodes,
+            sigil,
+            dir,
+            snapshot_every: 10_000,
+            max_staleness_ms: 5_000,
+            cell_id: "chaos".into(),
+        }
+    }
 }
 
 /// One node of the fixture.
@@ -135,6 +151,23 @@ impl Cell {
     /// node 0, initialises it (one unseal key), unseals every node, mounts
     /// KV version 2 at `secret/`, and waits until every node is a voter.
     pub async fn start(options: CellOptions) -> Result<Self, Error> {
+        let mut cell = Self::prepare(options).await?;
+        cell.configure("")?;
+        cell.launch().await?;
+        Ok(cell)
+    }
+
+    /// The cell CA's certificate (PEM file).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.options.dir.join("ca").join("cluster-ca.pem")
+    }
+
+    pub fn id(&self) -> &str {
+        &self.options.cell_id
+    }
+
+    /// Certificates, ports and the node-to-node proxies; nothing runs yet.
+    pub async fn prepare(options: CellOptions) -> Result<Self, Error> {
         // reqwest's rustls needs the process-wide provider.
         crate::bench::install_crypto_provider();
         let n = options.nodes;
@@ -143,7 +176,14 @@ impl Cell {
         let ca_s = ca.display().to_string();
         run_sigil(
             &options.sigil,
-            &["operator", "cluster-ca", "--cell", "chaos", "--out", &ca_s],
+            &[
+                "operator",
+                "cluster-ca",
+                "--cell",
+                &options.cell_id,
+                "--out",
+                &ca_s,
+            ],
         )?;
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -156,7 +196,7 @@ impl Cell {
                     "operator",
                     "cluster-cert",
                     "--cell",
-                    "chaos",
+                    &options.cell_id,
                     "--node",
                     &name,
                     "--host",
@@ -192,6 +232,25 @@ impl Cell {
                 }
             }
         }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Fixture(e.to_string()))?;
+        Ok(Cell {
+            nodes,
+            links,
+            root_token: String::new(),
+            unseal_key: String::new(),
+            options,
+            client,
+        })
+    }
+
+    /// Writes every node's config; `extra` is appended to each (more tables).
+    pub fn configure(&self, extra: &str) -> Result<(), Error> {
+        let n = self.nodes.len();
+        let (nodes, links, options) = (&self.nodes, &self.links, &self.options);
+        let ca = options.dir.join("ca");
         for i in 0..n {
             let overrides: Vec<String> = (0..n)
                 .filter(|j| *j != i)
@@ -213,11 +272,12 @@ impl Cell {
             let text = format!(
                 "node_id = \"{name}\"\ndata_dir = {data:?}\ndisable_mlock = true\n\
                  [listener]\nhttp_addr = \"{http}\"\ngrpc_addr = \"{grpc}\"\n\
-                 [cell]\nid = \"chaos\"\n\
+                 [cell]\nid = \"{cell_id}\"\n\
                  [raft]\ncluster_addr = \"{cluster}\"\n{join}\
                  snapshot_every = {snap}\nmax_staleness_ms = {stale}\n\
                  dial_overrides = {{ {overrides} }}\n\
-                 tls_ca_file = {cafile:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n",
+                 tls_ca_file = {cafile:?}\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n{extra}",
+                cell_id = options.cell_id,
                 name = node.name,
                 data = node.dir.join("data").display().to_string(),
                 http = node.http,
@@ -231,25 +291,21 @@ impl Cell {
             );
             std::fs::write(&node.config, text).map_err(|e| Error::Fixture(e.to_string()))?;
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Fixture(e.to_string()))?;
-        let mut cell = Cell {
-            nodes,
-            links,
-            root_token: String::new(),
-            unseal_key: String::new(),
-            options,
-            client,
-        };
+        Ok(())
+    }
+
+    /// Starts every node, initialises the cell (one unseal key), unseals
+    /// every node, mounts KV version 2 at `secret/` and waits until every
+    /// node is a voter.
+    pub async fn launch(&mut self) -> Result<(), Error> {
+        let n = self.nodes.len();
         for i in 0..n {
-            cell.spawn(i)?;
+            self.spawn(i)?;
         }
         for i in 0..n {
-            cell.wait_up(i).await?;
+            self.wait_up(i).await?;
         }
-        let init = cell
+        let init = self
             .call(
                 0,
                 "PUT",
@@ -259,25 +315,25 @@ impl Cell {
             )
             .await?
             .1;
-        cell.unseal_key = init["keys"][0].as_str().unwrap_or_default().to_owned();
-        cell.root_token = init["root_token"].as_str().unwrap_or_default().to_owned();
+        self.unseal_key = init["keys"][0].as_str().unwrap_or_default().to_owned();
+        self.root_token = init["root_token"].as_str().unwrap_or_default().to_owned();
         for i in 0..n {
-            cell.unseal(i).await?;
+            self.unseal(i).await?;
         }
-        let (code, body) = cell
+        let (code, body) = self
             .call(
                 0,
                 "POST",
                 "sys/mounts/secret",
-                Some(&cell.root_token.clone()),
+                Some(&self.root_token.clone()),
                 &json!({"type": "kv", "options": {"version": "2"}}),
             )
             .await?;
         if code != 204 {
             return Err(Error::Fixture(format!("mounting secret/: {code} {body}")));
         }
-        cell.wait_voters(n).await?;
-        Ok(cell)
+        self.wait_voters(n).await?;
+        Ok(())
     }
 
     /// Starts node `i`'s process (not waiting for it).

@@ -27,6 +27,12 @@ pub enum Command {
     /// Fault injection: a real three-node cell behind proxies, broken on
     /// purpose, checked by invariant checkers (exit 1 if a check fails).
     Scenario(ScenarioArgs),
+    /// Deterministic simulation of the real code on a simulated network
+    /// (same seed, same run; exit 1 if a check fails).
+    Simulate {
+        #[command(subcommand)]
+        what: Simulation,
+    },
     /// Fill a one-node cell, SIGKILL it, and time its restart to serving.
     Restart(RestartArgs),
     /// Check a saved client history (`history.json`) for linearizability.
@@ -34,6 +40,37 @@ pub enum Command {
         /// The history file a scenario wrote.
         file: PathBuf,
     },
+}
+
+/// What `simulate` runs.
+#[derive(Debug, Subcommand)]
+pub enum Simulation {
+    /// A federation's control plane: replicas and sync under partitions,
+    /// delays and crashes, then a final heal; every replica must end
+    /// identical.
+    ControlPlane(SimulateControlPlaneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateControlPlaneArgs {
+    /// Cells in the federation.
+    #[arg(long, default_value_t = 5)]
+    pub cells: usize,
+    /// Seed of every random choice [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated seconds of writes and faults before the final heal.
+    #[arg(long, default_value_t = 300)]
+    pub seconds: u64,
+    /// Writes per simulated second, over all cells.
+    #[arg(long, default_value_t = 20)]
+    pub writes_per_sec: u64,
+    /// Ops each replica keeps per origin.
+    #[arg(long, default_value_t = 200)]
+    pub log_per_origin: usize,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +157,36 @@ pub enum BenchSuite {
     /// AppRole logins/s, credentials/s, revoke-prefix, and unseal to
     /// serving with many live leases.
     Leases(Box<LeasesArgs>),
+    /// Control-plane propagation between federated cells on loopback: p50
+    /// and p99 from a policy write's acknowledgement in one cell to every
+    /// node of the others serving it, and bytes across cells per op.
+    ControlPlane(ControlPlaneBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControlPlaneBenchArgs {
+    /// Federated cells (2 to 5); writes go to the first.
+    #[arg(long, default_value_t = 3)]
+    pub cells: usize,
+    /// Nodes per cell.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Policy writes measured, one after another.
+    #[arg(long, default_value_t = 200)]
+    pub ops: usize,
+    /// One-way delay added to every cross-cell link, in ms (inter-region
+    /// latency); 0 is bare loopback.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// The `sigil` binary [default: `sigil` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    pub sigil: Option<PathBuf>,
+    /// Where the nodes' data goes [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,9 +487,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Bench(mut args) => match args.suite.take() {
             Some(BenchSuite::Leases(leases)) => runtime.block_on(run_leases(*leases)),
+            Some(BenchSuite::ControlPlane(cp)) => runtime.block_on(run_control_plane_bench(cp)),
             None => runtime.block_on(run_bench(*args)),
         },
         Command::Scenario(args) => runtime.block_on(run_scenario(args)),
+        Command::Simulate {
+            what: Simulation::ControlPlane(args),
+        } => simulate_control_plane(&args),
         Command::CheckHistory { file } => check_history(&file),
         Command::Restart(args) => runtime.block_on(run_restart(args)),
     }
@@ -519,6 +590,88 @@ async fn run_restart(args: RestartArgs) -> ExitCode {
         writers: args.writers,
     };
     print_report(crate::restart::run(&config).await, args.json)
+}
+
+async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
+    };
+    if !(2..=5).contains(&args.cells) || args.nodes == 0 || args.ops == 0 {
+        eprintln!("Error: --cells must be 2 to 5, --nodes and --ops at least 1");
+        return ExitCode::from(2);
+    }
+    let temp = match tempfile::Builder::new()
+        .prefix("sigil-chaos-control-plane-")
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let config = crate::control_plane::BenchConfig {
+        sigil,
+        dir,
+        cells: args.cells,
+        nodes: args.nodes,
+        ops: args.ops,
+        delay: Duration::from_millis(args.delay_ms),
+    };
+    match crate::control_plane::bench(&config).await {
+        Ok(f) => {
+            println!(
+                "control-plane propagation: {} cells x {} nodes, {} ops, +{} ms one-way between cells",
+                args.cells, args.nodes, args.ops, args.delay_ms
+            );
+            for (k, v) in &f {
+                println!("  {k}: {v}");
+            }
+            if args.json {
+                println!("{}", serde_json::Value::Object(f));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn simulate_control_plane(args: &SimulateControlPlaneArgs) -> ExitCode {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    if args.cells < 2 {
+        eprintln!("Error: --cells must be at least 2");
+        return ExitCode::from(2);
+    }
+    eprintln!("simulate control-plane seed {seed}");
+    let report = crate::control_plane_sim::run(&crate::control_plane_sim::SimConfig {
+        cells: args.cells,
+        seed,
+        seconds: args.seconds,
+        writes_per_sec: args.writes_per_sec,
+        log_per_origin: args.log_per_origin,
+    });
+    print!("{report}");
+    if args.json {
+        println!("{}", crate::control_plane_sim::to_json(&report));
+    }
+    if report.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn run_scenario(args: ScenarioArgs) -> ExitCode {
@@ -786,7 +939,7 @@ mod tests {
                 assert_eq!((l.revoke, l.live, l.clients), (500, 2000, 16));
                 assert!(l.json);
             }
-            None => panic!("no suite: {a:?}"),
+            other => panic!("not the lease suite: {other:?}"),
         }
         assert!(a.workload.is_none());
         assert!(Cli::try_parse_from(["sigil-chaos", "bench"]).is_err());
@@ -804,6 +957,38 @@ mod tests {
         assert_eq!(a.keys, 100);
         let a = parse(&["kv-write", "--clients", "2", "4"]);
         assert_eq!(a.clients, vec![2, 4]);
+    }
+
+    #[test]
+    fn the_control_plane_bench_and_simulation_parse() {
+        let cli = Cli::try_parse_from([
+            "sigil-chaos",
+            "bench",
+            "control-plane",
+            "--ops",
+            "50",
+            "--delay-ms",
+            "40",
+        ])
+        .expect("parse");
+        match cli.command {
+            Command::Bench(b) => match b.suite {
+                Some(BenchSuite::ControlPlane(c)) => {
+                    assert_eq!((c.cells, c.nodes, c.ops, c.delay_ms), (3, 3, 50, 40));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["sigil-chaos", "simulate", "control-plane", "--seed", "9"])
+            .expect("parse");
+        match cli.command {
+            Command::Simulate {
+                what: Simulation::ControlPlane(s),
+            } => assert_eq!((s.cells, s.seed, s.seconds), (5, Some(9), 300)),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["sigil-chaos", "simulate", "nothing"]).is_err());
     }
 
     #[test]

@@ -241,6 +241,7 @@ pub async fn run(config: &LeaseBenchConfig) -> Result<LeaseBenchReport, Error> {
         dir: config.dir.clone(),
         snapshot_every: 20_000,
         max_staleness_ms: 250,
+        cell_id: "chaos".into(),
     })
     .await?;
     let root = cell.root_token.clone();

@@ -22,7 +22,9 @@
 //!   partitions are set at run time;
 //! - [`history`]: what concurrent clients invoked and what they got back;
 //! - [`linearizability`]: Wing & Gong's checker with Lowe's memoisation, and
-//!   the KV version 2 model a history is checked against.
+//!   the KV version 2 model a history is checked against;
+//! - [`federation`]: several federated cells, a proxy on every cross-cell
+//!   link, for [`control_plane`]'s scenarios.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sigil_chaos::Error> {
@@ -59,8 +61,11 @@ pub mod bare;
 pub mod bench;
 pub mod cell;
 pub mod cli;
+pub mod control_plane;
+pub mod control_plane_sim;
 pub mod cpu_budget;
 mod error;
+pub mod federation;
 pub mod history;
 pub mod latency;
 pub mod lease_bench;

@@ -80,6 +80,7 @@ pub async fn run(config: &RestartConfig) -> Result<RestartReport, Error> {
         dir: config.dir.clone(),
         snapshot_every: 20_000,
         max_staleness_ms: 250,
+        cell_id: "chaos".into(),
     })
     .await?;
     let root = cell.root_token.clone();

@@ -18,6 +18,8 @@
 //! - `read-your-writes`: replication into one follower is delayed by
 //!   300 ms; a write on the leader followed at once by a read on that
 //!   follower carrying the write's `X-Sigil-Index` always sees the write.
+//! - `control-plane-propagation` and `control-plane-partition`: two
+//!   federated cells of three nodes each ([`crate::control_plane`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,8 @@ pub enum Name {
     PartitionLeader,
     SnapshotCatchup,
     ReadYourWrites,
+    ControlPlanePropagation,
+    ControlPlanePartition,
 }
 
 impl Name {
@@ -47,6 +51,8 @@ impl Name {
             Name::PartitionLeader => "partition-leader",
             Name::SnapshotCatchup => "snapshot-catchup",
             Name::ReadYourWrites => "read-your-writes",
+            Name::ControlPlanePropagation => "control-plane-propagation",
+            Name::ControlPlanePartition => "control-plane-partition",
         }
     }
 }
@@ -86,7 +92,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+    pub(crate) fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
         self.passed &= ok;
         self.checks.push(Check {
             name: name.to_owned(),
@@ -162,6 +168,26 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
         figures: serde_json::Map::new(),
         dir: dir.display().to_string(),
     };
+    if matches!(
+        config.name,
+        Name::ControlPlanePropagation | Name::ControlPlanePartition
+    ) {
+        let started = Instant::now();
+        if config.name == Name::ControlPlanePropagation {
+            crate::control_plane::propagation(config, &dir, &mut report).await?;
+        } else {
+            crate::control_plane::partition(config, &dir, &mut report).await?;
+        }
+        report
+            .figures
+            .insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+        if report.passed && config.dir.is_none() {
+            drop(temp);
+        } else {
+            let _ = temp.keep();
+        }
+        return Ok(report);
+    }
     // The leader batches concurrent writes into one log entry (up to one
     // per writer), so the log grows by at least writes / 32 entries: snapshot
     // often enough that the down node's place in the log is purged.
@@ -175,6 +201,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
         dir: dir.clone(),
         snapshot_every,
         max_staleness_ms: 250,
+        cell_id: "chaos".into(),
     })
     .await?;
     // Keep every version, so each acknowledged write can be read back.
@@ -197,6 +224,7 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
         Name::PartitionLeader => partition_leader(&mut cell, config.seed, &mut report).await?,
         Name::SnapshotCatchup => snapshot_catchup(&mut cell, config, &mut report).await?,
         Name::ReadYourWrites => read_your_writes(&mut cell, &mut report).await?,
+        Name::ControlPlanePropagation | Name::ControlPlanePartition => {}
     }
     report
         .figures

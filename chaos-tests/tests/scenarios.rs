@@ -68,3 +68,13 @@ async fn a_lagging_node_catches_up_through_a_snapshot() {
 async fn reads_carrying_an_index_see_the_write_despite_replication_delay() {
     run(Name::ReadYourWrites, 3, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_written_in_one_cell_is_enforced_by_every_node_of_another() {
+    run(Name::ControlPlanePropagation, 7, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_of_a_partition_keep_serving_and_merge_with_the_conflict_reported() {
+    run(Name::ControlPlanePartition, 11, 0).await;
+}

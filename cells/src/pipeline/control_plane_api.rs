@@ -5,7 +5,8 @@
 //! - `status`: the version vector, state digest and clock; each peer's
 //!   stream, last sync, and lag (ops the peer has applied that we have not,
 //!   per origin); bytes and ops sent and received. Served by the leader,
-//!   which runs the sync.
+//!   which runs the sync; `?local=true` asks the node reached about its own
+//!   replica.
 //! - `cells`: the cell registry.
 //! - `conflicts`: keys written concurrently in different cells, with the
 //!   value in force and the ones it outranked. Writing the key again
@@ -94,6 +95,7 @@ async fn status(p: &Pipeline) -> Result<Response, ApiError> {
     Ok(Response::from_json(json!({
         "cell": control.cell_id().to_string(),
         "leader": leads,
+        "node": p.cell.as_ref().map(|c| c.node().name.clone()),
         "version_vector": vv_json(applied.iter().map(|d| (d.actor, d.counter))),
         "state_digest": digest,
         "hlc": hlc.to_string(),
