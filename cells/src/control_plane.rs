@@ -107,7 +107,25 @@ impl ControlPlane {
 
     /// Writes `value` (`None` deletes) to `key` as an op of this cell, and
     /// returns once it is committed in the cell.
+    ///
+    /// Refused (503) while a peer is known to hold ops of this cell that
+    /// this replica lacks (the cell was restored from an old backup): a new
+    /// op would reuse a seq the peers already hold, and they would drop it
+    /// as a duplicate. The cell takes its own ops back on its next sync.
     pub async fn write(&self, key: Key, value: Option<Value>) -> Result<Entry, ApiError> {
+        let ours = self.read(|r| r.applied().get(&self.me)).await?;
+        if let Some((peer, theirs)) = self
+            .sync
+            .peers()
+            .into_iter()
+            .filter_map(|(cell, s)| Some((cell, s.peer_applied?.get(&self.me))))
+            .find(|(_, theirs)| *theirs > ours)
+        {
+            return Err(ApiError::Unavailable(format!(
+                "cell {peer} holds {} ops of this cell that it has not applied (restored from an old backup?); it takes them back on its next sync: retry then",
+                theirs - ours
+            )));
+        }
         self.change(|r| r.originate(key.clone(), value.clone(), now_ms()))
             .await
     }
@@ -414,6 +432,35 @@ mod tests {
         );
         assert!(barrier.get("sys/policy/p").expect("get").is_some());
         assert!(barrier.get("sys/policy/q").expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_cell_behind_its_own_ops_at_a_peer_refuses_writes_until_it_takes_them_back() {
+        let barrier = unsealed_barrier();
+        let a = ControlPlane::new(barrier, cell("eu-west"));
+        let elsewhere = ControlPlane::new(unsealed_barrier(), cell("eu-west"));
+        // The ops this cell wrote before the backup it was restored from
+        // was taken, as a peer still holds them.
+        let (k, v) = policy("p", "path \"a\" {}");
+        let lost = elsewhere.write(k.clone(), v.clone()).await.expect("write");
+        let peer_digest = elsewhere.read(|r| r.digest()).await.expect("digest");
+        a.sync_status().update(&cell("us-east"), |s| {
+            s.peer_applied = Some(peer_digest.applied.clone());
+        });
+        let err = a.write(k.clone(), v.clone()).await.expect_err("refused");
+        assert!(matches!(err, ApiError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("us-east"), "{err}");
+        assert_eq!(
+            a.read(|r| r.applied().get(&cell("eu-west")))
+                .await
+                .expect("read"),
+            0
+        );
+
+        // Once its own op is back, it writes after it.
+        a.receive(vec![lost]).await.expect("take it back");
+        let e = a.write(k, v).await.expect("written");
+        assert_eq!(e.seq, 2);
     }
 
     #[tokio::test]

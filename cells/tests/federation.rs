@@ -364,3 +364,100 @@ async fn the_cluster_port_admits_only_trusted_cells_and_only_to_sync() {
         n.shutdown().await;
     }
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secret_written_in_one_cell_never_reaches_another() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let canary = format!("canary-{}", std::process::id() ^ 0x5eed_cafe);
+    // The same mount path in both cells, a secret only in A, and a policy
+    // (which does cross) naming the path, so the two cells demonstrably sync.
+    for (base, root) in [(&a, ra), (&b, rb)] {
+        let (code, out) = http(
+            base,
+            "POST",
+            "sys/mounts/kv",
+            Some(root),
+            r#"{"type":"kv"}"#,
+        )
+        .await;
+        assert_eq!(code, 204, "{out}");
+    }
+    let (code, out) = http(
+        &a,
+        "PUT",
+        "kv/payments",
+        Some(ra),
+        &format!(r#"{{"password":"{canary}"}}"#),
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(
+        &a,
+        "PUT",
+        "sys/policies/acl/payments",
+        Some(ra),
+        r#"{"policy":"path \"kv/payments\" { capabilities = [\"read\"] }"}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    until("the policy reaches B", async || {
+        let (code, _) = http(&b, "GET", "sys/policies/acl/payments", Some(rb), "").await;
+        (code == 200).then_some(())
+    })
+    .await;
+    let (code, _) = http(&a, "GET", "kv/payments", Some(ra), "").await;
+    assert_eq!(code, 200, "A serves its secret");
+    let (code, _) = http(&b, "GET", "kv/payments", Some(rb), "").await;
+    assert_eq!(code, 404, "B never had it");
+
+    // Flush both nodes' state to disk, then look at every byte B keeps.
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+    let needle = canary.as_bytes();
+    let b_files = files_under(fed._dirs[1].path());
+    assert!(
+        b_files.len() > 5,
+        "B's data dir holds its files: {b_files:?}"
+    );
+    for f in &b_files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !contains(&bytes, needle),
+            "{} holds A's canary",
+            f.display()
+        );
+    }
+    // A keeps it only encrypted: no file of A's holds it in plaintext either.
+    for f in files_under(fed._dirs[0].path()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !contains(&bytes, needle),
+            "{} holds the canary in plaintext",
+            f.display()
+        );
+    }
+}

@@ -12,6 +12,8 @@
 //!   every node of every cell holds the same replica, enforces the same
 //!   text, holds both sides' own policies, and both cells report the same
 //!   conflict; writing the policy again resolves it everywhere.
+//! - `control-plane-simulation`: [`crate::control_plane_sim`] with five
+//!   cells, as a scenario.
 
 use std::time::{Duration, Instant};
 
@@ -372,6 +374,44 @@ pub(crate) async fn partition(
         .figures
         .insert("cross_cell_bytes".into(), json!(fed.cross_cell_bytes()));
     Ok(())
+}
+
+/// Scenario (c): five cells in the deterministic simulation, with random
+/// partitions, delays and crashes; every replica must end identical.
+pub(crate) fn simulation(config: &ScenarioConfig, report: &mut Report) {
+    let r = crate::control_plane_sim::run(&crate::control_plane_sim::SimConfig {
+        cells: 5,
+        seed: config.seed,
+        seconds: 300,
+        writes_per_sec: 20,
+        log_per_origin: 200,
+    });
+    report.check(
+        "five simulated cells end with identical replicas",
+        r.identical,
+        format!(
+            "{} writes, {} partitions, {} crashes; {}",
+            r.writes,
+            r.partitions,
+            r.crashes,
+            r.heal_to_identical_ms.map_or_else(
+                || "still different 300 s after the final heal".to_owned(),
+                |ms| format!("identical {ms} ms (simulated) after the final heal"),
+            )
+        ),
+    );
+    report.check(
+        "faults happened",
+        r.partitions > 0 && r.crashes > 0,
+        format!("{} partitions, {} crashes", r.partitions, r.crashes),
+    );
+    for (k, v) in crate::control_plane_sim::to_json(&r)
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        report.figures.insert(k.clone(), v.clone());
+    }
 }
 
 fn expect((code, body): (u16, Value), want: u16, what: &str) -> Result<(), Error> {

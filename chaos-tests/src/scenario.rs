@@ -20,6 +20,9 @@
 //!   follower carrying the write's `X-Sigil-Index` always sees the write.
 //! - `control-plane-propagation` and `control-plane-partition`: two
 //!   federated cells of three nodes each ([`crate::control_plane`]).
+//! - `control-plane-simulation`: five cells in the deterministic simulation
+//!   of `simulate control-plane` ([`crate::control_plane_sim`]), with
+//!   random partitions, delays and crashes; every replica must end identical.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +45,7 @@ pub enum Name {
     ReadYourWrites,
     ControlPlanePropagation,
     ControlPlanePartition,
+    ControlPlaneSimulation,
 }
 
 impl Name {
@@ -53,6 +57,7 @@ impl Name {
             Name::ReadYourWrites => "read-your-writes",
             Name::ControlPlanePropagation => "control-plane-propagation",
             Name::ControlPlanePartition => "control-plane-partition",
+            Name::ControlPlaneSimulation => "control-plane-simulation",
         }
     }
 }
@@ -170,13 +175,17 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
     };
     if matches!(
         config.name,
-        Name::ControlPlanePropagation | Name::ControlPlanePartition
+        Name::ControlPlanePropagation | Name::ControlPlanePartition | Name::ControlPlaneSimulation
     ) {
         let started = Instant::now();
-        if config.name == Name::ControlPlanePropagation {
-            crate::control_plane::propagation(config, &dir, &mut report).await?;
-        } else {
-            crate::control_plane::partition(config, &dir, &mut report).await?;
+        match config.name {
+            Name::ControlPlanePropagation => {
+                crate::control_plane::propagation(config, &dir, &mut report).await?;
+            }
+            Name::ControlPlanePartition => {
+                crate::control_plane::partition(config, &dir, &mut report).await?;
+            }
+            _ => crate::control_plane::simulation(config, &mut report),
         }
         report
             .figures
@@ -224,7 +233,9 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
         Name::PartitionLeader => partition_leader(&mut cell, config.seed, &mut report).await?,
         Name::SnapshotCatchup => snapshot_catchup(&mut cell, config, &mut report).await?,
         Name::ReadYourWrites => read_your_writes(&mut cell, &mut report).await?,
-        Name::ControlPlanePropagation | Name::ControlPlanePartition => {}
+        Name::ControlPlanePropagation
+        | Name::ControlPlanePartition
+        | Name::ControlPlaneSimulation => {}
     }
     report
         .figures

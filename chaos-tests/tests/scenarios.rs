@@ -78,3 +78,8 @@ async fn a_policy_written_in_one_cell_is_enforced_by_every_node_of_another() {
 async fn both_sides_of_a_partition_keep_serving_and_merge_with_the_conflict_reported() {
     run(Name::ControlPlanePartition, 11, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_simulated_cells_with_partitions_and_crashes_end_identical() {
+    run(Name::ControlPlaneSimulation, 5, 0).await;
+}
