@@ -190,11 +190,13 @@ pub async fn register(node: &Node, region: &str) -> Result<(), crate::api_error:
         return Ok(());
     };
     let membership = cell.applied().membership;
-    let (api_addrs, cluster_addrs) = membership
+    let (mut api_addrs, mut cluster_addrs): (Vec<String>, Vec<String>) = membership
         .membership()
         .nodes()
         .map(|(_, n)| (n.api_addr.clone(), n.cluster_addr.clone()))
         .unzip();
+    api_addrs.sort();
+    cluster_addrs.sort();
     let info = Value::Cell(CellInfo {
         region: region.to_owned(),
         api_addrs,

@@ -68,6 +68,10 @@ pub struct SimulateControlPlaneArgs {
     /// Ops each replica keeps per origin.
     #[arg(long, default_value_t = 200)]
     pub log_per_origin: usize,
+    /// Also take one cell down for a while: CELL,FROM_S,FOR_S (cell index
+    /// from 0), such as `2,10,3600` for an hour.
+    #[arg(long, value_parser = parse_outage)]
+    pub outage: Option<(usize, u64, u64)>,
     /// Print the figures as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
@@ -644,6 +648,19 @@ async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
     }
 }
 
+fn parse_outage(s: &str) -> Result<(usize, u64, u64), String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let bad = || format!("{s:?} is not CELL,FROM_S,FOR_S (three whole numbers)");
+    match parts.as_slice() {
+        [c, f, d] => Ok((
+            c.trim().parse().map_err(|_| bad())?,
+            f.trim().parse().map_err(|_| bad())?,
+            d.trim().parse().map_err(|_| bad())?,
+        )),
+        _ => Err(bad()),
+    }
+}
+
 fn simulate_control_plane(args: &SimulateControlPlaneArgs) -> ExitCode {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -662,6 +679,8 @@ fn simulate_control_plane(args: &SimulateControlPlaneArgs) -> ExitCode {
         seconds: args.seconds,
         writes_per_sec: args.writes_per_sec,
         log_per_origin: args.log_per_origin,
+        random_faults: true,
+        outage: args.outage,
     });
     print!("{report}");
     if args.json {
@@ -989,6 +1008,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["sigil-chaos", "simulate", "nothing"]).is_err());
+        assert_eq!(parse_outage("2,10,3600"), Ok((2, 10, 3600)));
+        assert!(parse_outage("2,10").is_err() && parse_outage("a,b,c").is_err());
     }
 
     #[test]

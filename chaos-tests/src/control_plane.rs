@@ -385,6 +385,8 @@ pub(crate) fn simulation(config: &ScenarioConfig, report: &mut Report) {
         seconds: 300,
         writes_per_sec: 20,
         log_per_origin: 200,
+        random_faults: true,
+        outage: None,
     });
     report.check(
         "five simulated cells end with identical replicas",

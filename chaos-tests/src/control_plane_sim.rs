@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// Ops each replica keeps per origin (small, so partitions end in
     /// whole-state resyncs).
     pub log_per_origin: usize,
+    /// Random faults (partitions, crashes) during the run.
+    pub random_faults: bool,
+    /// A planned outage: `(cell, from second, for seconds)`.
+    pub outage: Option<(usize, u64, u64)>,
 }
 
 /// What a run found.
@@ -129,6 +133,11 @@ enum Event {
         reply: Reply,
     },
     Fault,
+    /// A planned outage of `cell`.
+    Crash {
+        cell: usize,
+        for_ms: u64,
+    },
     Recover {
         cell: usize,
     },
@@ -156,6 +165,7 @@ struct Sim {
     queue: BTreeMap<(u64, u64), Event>,
     seq: u64,
     writing: bool,
+    random_faults: bool,
     rate: u64,
     limits: Limits,
     report: SimReport,
@@ -341,12 +351,13 @@ impl Sim {
                 }
             }
             Event::Fault => self.fault(),
+            Event::Crash { cell, for_ms } => self.crash(cell, for_ms),
             Event::Recover { cell } => self.recover(cell),
         }
     }
 
     fn fault(&mut self) {
-        if !self.writing {
+        if !self.writing || !self.random_faults {
             return;
         }
         let next = self.now + 2_000 + self.rng.below(6_000);
@@ -373,19 +384,23 @@ impl Sim {
             // A cell crashes and comes back later from its durable state.
             _ => {
                 let c = self.rng.below(n as u64) as usize;
-                if !self.up[c] {
-                    return;
-                }
-                self.report.crashes += 1;
-                self.up[c] = false;
-                for o in (0..n).filter(|o| *o != c) {
-                    self.break_stream(c, o);
-                    self.break_stream(o, c);
-                }
-                let back = self.now + 1_000 + self.rng.below(20_000);
-                self.at(back, Event::Recover { cell: c });
+                let for_ms = 1_000 + self.rng.below(20_000);
+                self.crash(c, for_ms);
             }
         }
+    }
+
+    fn crash(&mut self, c: usize, for_ms: u64) {
+        if !self.up[c] {
+            return;
+        }
+        self.report.crashes += 1;
+        self.up[c] = false;
+        for o in (0..self.replicas.len()).filter(|o| *o != c) {
+            self.break_stream(c, o);
+            self.break_stream(o, c);
+        }
+        self.at(self.now + for_ms, Event::Recover { cell: c });
     }
 
     fn recover(&mut self, c: usize) {
@@ -462,6 +477,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         queue: BTreeMap::new(),
         seq: 0,
         writing: true,
+        random_faults: config.random_faults,
         rate: config.writes_per_sec.max(1),
         limits,
         report: SimReport {
@@ -488,6 +504,15 @@ pub fn run(config: &SimConfig) -> SimReport {
     }
     sim.at(1, Event::Write);
     sim.at(1_000, Event::Fault);
+    if let Some((cell, from_s, for_s)) = config.outage {
+        sim.at(
+            from_s * 1_000,
+            Event::Crash {
+                cell: cell.min(n - 1),
+                for_ms: for_s * 1_000,
+            },
+        );
+    }
     let end_of_faults = config.seconds * 1_000;
     let give_up = end_of_faults + 300_000;
     let mut healed = false;
@@ -569,6 +594,8 @@ mod tests {
             seconds: 60,
             writes_per_sec: 20,
             log_per_origin: 50,
+            random_faults: true,
+            outage: None,
         }
     }
 
@@ -593,6 +620,27 @@ mod tests {
         assert_eq!((a.messages, a.bytes), (b.messages, b.bytes));
         let c = run(&config(8));
         assert_ne!(a.replicas, c.replicas, "another seed, another run");
+    }
+
+    #[test]
+    fn a_cell_down_for_an_hour_catches_up() {
+        // Three cells; the third is down from 10 s to 3,610 s while the
+        // others take their share of 5 writes a second: some 12,000 ops,
+        // far more than the 200 each log keeps, so it catches up through a
+        // whole state.
+        let r = run(&SimConfig {
+            cells: 3,
+            seed: 3,
+            seconds: 3_700,
+            writes_per_sec: 5,
+            log_per_origin: 200,
+            random_faults: false,
+            outage: Some((2, 10, 3_600)),
+        });
+        assert!(r.identical, "{r}");
+        assert_eq!(r.crashes, 1, "{r}");
+        assert!(r.writes > 10_000, "{r}");
+        assert!(r.states_sent > 0, "caught up by a whole state: {r}");
     }
 
     #[test]

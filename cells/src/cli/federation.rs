@@ -53,6 +53,22 @@ fn vector(v: &Value) -> String {
     }
 }
 
+/// How long ago `ms` (since the epoch) was, for people: `1.2s ago`.
+fn ago(ms: &Value, now: u64) -> String {
+    match ms.as_u64() {
+        Some(t) if now >= t => format!("{:.1}s ago", (now - t) as f64 / 1_000.0),
+        Some(_) => "just now".into(),
+        None => "never".into(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The registry as a table.
 pub fn cells_table(data: &Value) -> String {
     let rows = data
@@ -110,7 +126,7 @@ pub fn status_text(data: &Value) -> String {
             vec![
                 s(f("cell")),
                 s(f("connected")),
-                s(f("last_sync_ms")),
+                ago(f("last_sync_ms"), now_ms()),
                 lag,
                 s(f("entries_received")),
                 s(f("last_error")),
