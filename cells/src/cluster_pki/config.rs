@@ -18,7 +18,7 @@ use super::ca::CaCertificate;
 use super::error::PkiError;
 use super::identity::CellId;
 use super::node_certificate::NodeCertificate;
-use super::verify::{CellClientVerifier, CellServerVerifier, FederatedClientVerifier};
+use super::verify::{CellServerVerifier, FederatedClientVerifier};
 
 const ALPN_H2: &[u8] = b"h2";
 
@@ -48,18 +48,9 @@ pub fn server_config(
     expected_cell: &CellId,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     check_own_cell(node, expected_cell)?;
-    let provider = crate::tls::provider();
-    let webpki =
-        WebPkiClientVerifier::builder_with_provider(roots(ca)?, Arc::clone(&provider)).build()?;
-    let verifier = CellClientVerifier::new(webpki, expected_cell.clone());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(node.certified_key())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.session_storage = Arc::new(NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    let verifier =
+        FederatedClientVerifier::new((expected_cell.clone(), webpki_clients(ca)?), Vec::new());
+    serving(Arc::new(verifier), node)
 }
 
 /// The cluster port's server config for a federated cell: presents `node`,
@@ -75,21 +66,28 @@ pub fn federated_server_config(
         return server_config(ca, node, expected_cell);
     }
     check_own_cell(node, expected_cell)?;
-    let provider = crate::tls::provider();
-    let webpki = |ca: &CaCertificate| -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
-        let v = WebPkiClientVerifier::builder_with_provider(roots(ca)?, Arc::clone(&provider))
-            .build()?;
-        Ok(v)
-    };
-    let own = webpki(ca)?;
     let peers = peers
         .iter()
-        .map(|(cell, ca)| Ok((cell.clone(), webpki(ca)?)))
+        .map(|(cell, ca)| Ok((cell.clone(), webpki_clients(ca)?)))
         .collect::<Result<Vec<_>, PkiError>>()?;
-    let verifier = FederatedClientVerifier::new((expected_cell.clone(), own), peers);
-    let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let verifier =
+        FederatedClientVerifier::new((expected_cell.clone(), webpki_clients(ca)?), peers);
+    serving(Arc::new(verifier), node)
+}
+
+/// WebPKI verification of client certificates against `ca` alone.
+fn webpki_clients(ca: &CaCertificate) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    Ok(WebPkiClientVerifier::builder_with_provider(roots(ca)?, crate::tls::provider()).build()?)
+}
+
+/// TLS 1.3, h2 only, no resumption, presenting `node`.
+fn serving(
+    verifier: Arc<dyn ClientCertVerifier>,
+    node: &NodeCertificate,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(node.certified_key())));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -106,19 +104,7 @@ pub fn federation_client_config(
     node: &NodeCertificate,
     peer_cell: &CellId,
 ) -> Result<ClientConfig, PkiError> {
-    let provider = crate::tls::provider();
-    let webpki =
-        WebPkiServerVerifier::builder_with_provider(roots(peer_ca)?, Arc::clone(&provider))
-            .build()?;
-    let verifier = CellServerVerifier::new(webpki, peer_cell.clone());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(node.certified_key())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.resumption = Resumption::disabled();
-    Ok(config)
+    dialling(peer_ca, node, peer_cell)
 }
 
 /// The cluster port's client config: trusts `ca` alone (no system roots),
@@ -130,10 +116,20 @@ pub fn client_config(
     expected_cell: &CellId,
 ) -> Result<ClientConfig, PkiError> {
     check_own_cell(node, expected_cell)?;
+    dialling(ca, node, expected_cell)
+}
+
+/// TLS 1.3, h2 only, no resumption: trusts `ca` for servers naming `cell`,
+/// presents `node`.
+fn dialling(
+    ca: &CaCertificate,
+    node: &NodeCertificate,
+    cell: &CellId,
+) -> Result<ClientConfig, PkiError> {
     let provider = crate::tls::provider();
     let webpki =
         WebPkiServerVerifier::builder_with_provider(roots(ca)?, Arc::clone(&provider)).build()?;
-    let verifier = CellServerVerifier::new(webpki, expected_cell.clone());
+    let verifier = CellServerVerifier::new(webpki, cell.clone());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -167,7 +163,7 @@ mod tests {
         .expect("issue")
     }
 
-    fn client_verifier(ca: &CellCa, c: &str) -> CellClientVerifier {
+    fn client_verifier(ca: &CellCa, c: &str) -> FederatedClientVerifier {
         let provider = crate::tls::provider();
         let inner = WebPkiClientVerifier::builder_with_provider(
             roots(ca.certificate()).expect("roots"),
@@ -175,7 +171,7 @@ mod tests {
         )
         .build()
         .expect("verifier");
-        CellClientVerifier::new(inner, cell(c))
+        FederatedClientVerifier::new((cell(c), inner), Vec::new())
     }
 
     fn server_verifier(ca: &CellCa, c: &str) -> CellServerVerifier {
@@ -189,7 +185,7 @@ mod tests {
         CellServerVerifier::new(inner, cell(c))
     }
 
-    fn verify_as_client(v: &CellClientVerifier, node: &NodeCertificate) -> Result<(), String> {
+    fn verify_as_client(v: &FederatedClientVerifier, node: &NodeCertificate) -> Result<(), String> {
         v.verify_client_cert(node.certificate(), &[], UnixTime::now())
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -242,6 +238,26 @@ mod tests {
             let err = result.expect_err("forged ca");
             assert!(err.contains("BadSignature"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_federated_verifier_checks_each_cell_against_its_own_ca() {
+        let a = CellCa::generate(&cell("a")).expect("a's ca");
+        let b = CellCa::generate(&cell("b")).expect("b's ca");
+        let webpki = |ca: &CellCa| webpki_clients(ca.certificate()).expect("verifier");
+        let v =
+            FederatedClientVerifier::new((cell("a"), webpki(&a)), vec![(cell("b"), webpki(&b))]);
+        assert_eq!(verify_as_client(&v, &issue(&a, "a", "n1")), Ok(()));
+        assert_eq!(verify_as_client(&v, &issue(&b, "b", "n1")), Ok(()));
+        // Each CA vouches for its own cell only.
+        let err = verify_as_client(&v, &issue(&b, "a", "n1")).expect_err("b's CA claiming a");
+        assert!(err.contains("names cell a, expected b"), "{err}");
+        let err = verify_as_client(&v, &issue(&a, "b", "n1")).expect_err("a's CA claiming b");
+        assert!(err.contains("names cell b, expected a"), "{err}");
+        // A cell with a CA of its own that is not configured.
+        let c = CellCa::generate(&cell("c")).expect("c's ca");
+        let err = verify_as_client(&v, &issue(&c, "c", "n1")).expect_err("unknown cell");
+        assert!(err.contains("UnknownIssuer"), "{err}");
     }
 
     #[test]

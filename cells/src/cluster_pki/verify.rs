@@ -34,80 +34,17 @@ pub(super) fn check_cell(
     Ok(identity)
 }
 
-/// Server side: requires a client certificate from the cell CA naming the
-/// cell.
-#[derive(Debug)]
-pub(super) struct CellClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    cell: CellId,
-}
-
-impl CellClientVerifier {
-    /// `inner` must require client authentication; [`super::server_config`]
-    /// builds it so.
-    pub(super) fn new(inner: Arc<dyn ClientCertVerifier>, cell: CellId) -> Self {
-        Self { inner, cell }
-    }
-}
-
-impl ClientCertVerifier for CellClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        check_cell(end_entity, &self.cell)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Server side of a federated cluster port: a client certificate must chain
-/// to the CA configured for the cell it names, this cell's own or a
-/// federated peer's. One cell's CA cannot vouch for a node of another.
-/// Which services a peer cell may then call is for the services to decide
-/// (the Raft service admits this cell only).
+/// Server side: a client certificate must chain to the CA configured for
+/// the cell it names — this cell's own, or a federated peer's — so one
+/// cell's CA cannot vouch for a node of another. Without peers, only this
+/// cell's nodes get in. Which services a peer cell may then call is for the
+/// services to decide (the Raft service admits this cell only).
 #[derive(Debug)]
 pub(super) struct FederatedClientVerifier {
-    by_cell: std::collections::BTreeMap<CellId, Arc<dyn ClientCertVerifier>>,
+    own_cell: CellId,
     own: Arc<dyn ClientCertVerifier>,
+    /// Each federated cell's verifier (this cell's is `own`).
+    peers: std::collections::BTreeMap<CellId, Arc<dyn ClientCertVerifier>>,
 }
 
 impl FederatedClientVerifier {
@@ -116,11 +53,11 @@ impl FederatedClientVerifier {
         own: (CellId, Arc<dyn ClientCertVerifier>),
         peers: Vec<(CellId, Arc<dyn ClientCertVerifier>)>,
     ) -> Self {
-        let mut by_cell: std::collections::BTreeMap<_, _> = peers.into_iter().collect();
-        by_cell.insert(own.0, own.1.clone());
+        let peers = peers.into_iter().filter(|(c, _)| *c != own.0).collect();
         Self {
-            by_cell,
+            own_cell: own.0,
             own: own.1,
+            peers,
         }
     }
 }
@@ -145,18 +82,24 @@ impl ClientCertVerifier for FederatedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        // The name is read before the chain is checked only to pick the CA
-        // that must have issued it; nothing else is taken from it until the
-        // chain verifies.
-        let identity = NodeIdentity::from_der(end_entity)
-            .map_err(|e| rustls::Error::General(format!("peer certificate: {e}")))?;
-        let inner = self.by_cell.get(&identity.cell).ok_or_else(|| {
-            rustls::Error::General(format!(
-                "peer certificate names cell {}, which is neither this cell nor a federated one",
-                identity.cell
-            ))
-        })?;
-        inner.verify_client_cert(end_entity, intermediates, now)
+        // The chain is checked before anything is read from the
+        // certificate: against this cell's CA, then each peer's. The CA that
+        // vouches for it decides which cell it must name.
+        let mut refusal = None;
+        for (cell, inner) in std::iter::once((&self.own_cell, &self.own)).chain(&self.peers) {
+            match inner.verify_client_cert(end_entity, intermediates, now) {
+                Ok(verified) => {
+                    check_cell(end_entity, cell)?;
+                    return Ok(verified);
+                }
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(refusal.unwrap_or(rustls::Error::General(
+            "no CA to verify the peer certificate".into(),
+        )))
     }
 
     fn verify_tls12_signature(
