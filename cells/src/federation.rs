@@ -27,8 +27,9 @@ use crate::config::Config;
 use crate::control_plane::ControlPlane;
 use crate::node::Node;
 
-/// How often the leader checks this node's role, its registry entry and
-/// expired revocation records.
+/// How often the leader checks its registry entry, expired revocation
+/// records and global mounts (also checked whenever the control plane
+/// changes).
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// How often a node checks whether it leads (and so pulls).
 const ROLE_POLL: Duration = Duration::from_millis(200);
@@ -164,15 +165,37 @@ pub fn spawn(
     }
     let region = config.cell.region().to_owned();
     let mut shutdown = shutdown.clone();
+    let mut changes = sigil_control_plane::sync::Store::changes(&*control);
     tasks.push(tokio::spawn(async move {
+        let mut last_full = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(HOUSEKEEPING) => {}
+            let changed = tokio::select! {
+                () = tokio::time::sleep(HOUSEKEEPING) => false,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
+                }
                 _ = shutdown.wait_for(|s| *s) => return,
+            };
+            if changed {
+                // Let a burst of ops land before reconciling.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                changes.mark_unchanged();
             }
             if !(node.is_serving() && node.leads()) {
                 continue;
             }
+            if let Ok(p) = node.pipeline().await
+                && let Err(e) = p.reconcile_global_mounts().await
+            {
+                tracing::warn!(error = %e, "cannot reconcile global mounts; retrying");
+            }
+            if last_full.elapsed() < HOUSEKEEPING {
+                continue;
+            }
+            last_full = tokio::time::Instant::now();
             if let Err(e) = register(&node, &region).await {
                 tracing::warn!(error = %e, "cannot update this cell's registry entry");
             }

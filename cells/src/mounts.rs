@@ -73,6 +73,10 @@ pub struct MountEntry {
     pub local: bool,
     pub seal_wrap: bool,
     pub external_entropy_access: bool,
+    /// Exists in every federated cell (its configuration is control-plane
+    /// state; each cell holds its own data and keys under it).
+    #[serde(default)]
+    pub global: bool,
 }
 
 impl MountEntry {
@@ -99,6 +103,7 @@ impl MountEntry {
             local: false,
             seal_wrap: false,
             external_entropy_access: false,
+            global: false,
         }
     }
 

@@ -12,6 +12,7 @@
 //! audit devices) after each unseal and dropped on seal.
 
 mod control_plane_api;
+pub(crate) mod global_mounts;
 #[cfg(test)]
 mod lease_tests;
 mod leases;
@@ -217,6 +218,12 @@ impl Pipeline {
     /// The cell's control-plane replica.
     pub fn control(&self) -> &Arc<ControlPlane> {
         &self.control
+    }
+
+    /// Enables and disables this cell's copies of global mounts to match
+    /// the control plane (the leader runs it).
+    pub async fn reconcile_global_mounts(&self) -> Result<global_mounts::Reconciled, ApiError> {
+        global_mounts::reconcile(self).await
     }
 
     /// The node's Raft; a node on local storage has none.

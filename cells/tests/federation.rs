@@ -461,3 +461,73 @@ async fn a_secret_written_in_one_cell_never_reaches_another() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_global_mount_exists_in_every_cell_each_with_its_own_data() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+
+    // Bad input changes nothing.
+    for body in [
+        r#"{"type":"kv","global":"maybe"}"#,
+        r#"{"type":"kv","global":true,"local":true}"#,
+    ] {
+        let (code, out) = http(&a, "POST", "sys/mounts/gkv", Some(ra), body).await;
+        assert_eq!(code, 400, "{body}: {out}");
+    }
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/mounts/gkv",
+        Some(ra),
+        r#"{"type":"kv","global":true,"description":"shared layout"}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(&a, "POST", "sys/mounts/lkv", Some(ra), r#"{"type":"kv"}"#).await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/auth/gapp",
+        Some(ra),
+        r#"{"type":"approle","global":true}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+
+    let mounts = until("B has the global mounts", async || {
+        let (_, m) = http(&b, "GET", "sys/mounts", Some(rb), "").await;
+        let (_, auth) = http(&b, "GET", "sys/auth", Some(rb), "").await;
+        (m["data"]["gkv/"]["global"] == true && auth["data"]["gapp/"]["type"] == "approle")
+            .then_some(m)
+    })
+    .await;
+    assert_eq!(mounts["data"]["gkv/"]["description"], "shared layout");
+    assert!(mounts["data"]["lkv/"].is_null(), "a local mount stays home");
+
+    // Each cell keeps its own data under the same mount.
+    let (code, _) = http(&a, "PUT", "gkv/x", Some(ra), r#"{"v":"a"}"#).await;
+    assert_eq!(code, 204);
+    let (code, _) = http(&b, "PUT", "gkv/y", Some(rb), r#"{"v":"b"}"#).await;
+    assert_eq!(code, 204);
+    assert_eq!(http(&b, "GET", "gkv/x", Some(rb), "").await.0, 404);
+    assert_eq!(http(&a, "GET", "gkv/y", Some(ra), "").await.0, 404);
+    assert_eq!(http(&a, "GET", "gkv/x", Some(ra), "").await.0, 200);
+
+    // Disabled in B, it leaves A too.
+    let (code, out) = http(&b, "DELETE", "sys/mounts/gkv", Some(rb), "").await;
+    assert_eq!(code, 204, "{out}");
+    until("A's copy is disabled", async || {
+        let (_, m) = http(&a, "GET", "sys/mounts", Some(ra), "").await;
+        m["data"]["gkv/"].is_null().then_some(())
+    })
+    .await;
+    let (_, m) = http(&a, "GET", "sys/mounts", Some(ra), "").await;
+    assert!(!m["data"]["lkv/"].is_null(), "the local mount is untouched");
+
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}

@@ -54,6 +54,10 @@ pub struct MountArgs {
     /// Keep the mount to this cluster (not replicated).
     #[arg(long)]
     local: bool,
+    /// Enable the mount in every federated cell; each cell keeps its own
+    /// data and keys under it.
+    #[arg(long)]
+    global: bool,
     #[arg(long)]
     seal_wrap: bool,
     /// `key=value` engine options, repeatable.
@@ -161,6 +165,9 @@ pub fn enable_body(a: &MountArgs, version: Option<u32>) -> Result<(String, Value
     if !options.is_empty() {
         body["options"] = Value::Object(options);
     }
+    if a.global {
+        body["global"] = json!(true);
+    }
     Ok((path, body))
 }
 
@@ -238,6 +245,7 @@ pub fn mounts_table(mounts: &Map<String, Value>, kind: Kind, detailed: bool) -> 
             let m = &mounts[*p];
             let config = m.get("config").cloned().unwrap_or(Value::Null);
             let local = m.get("local").and_then(Value::as_bool).unwrap_or(false);
+            let global = m.get("global").and_then(Value::as_bool).unwrap_or(false);
             let mut row = vec![
                 (*p).clone(),
                 cell(m, "type"),
@@ -249,7 +257,14 @@ pub fn mounts_table(mounts: &Map<String, Value>, kind: Kind, detailed: bool) -> 
                 row.push(cell(&config, "force_no_cache"));
             }
             row.extend([
-                if local { "local" } else { "replicated" }.to_owned(),
+                if global {
+                    "global"
+                } else if local {
+                    "local"
+                } else {
+                    "replicated"
+                }
+                .to_owned(),
                 cell(m, "seal_wrap"),
                 cell(m, "external_entropy_access"),
                 cell(m, "options"),
@@ -423,6 +438,13 @@ mod tests {
                 "local": true, "seal_wrap": true, "options": { "x": "y", "version": "2" }
             })
         );
+        let SecretsCommand::Enable(g) = parse("enable -global -path=payments-db database") else {
+            panic!("enable")
+        };
+        let (path, body) = enable_body(&g.mount, g.version).expect("ok");
+        assert_eq!(path, "payments-db/");
+        assert_eq!(body["global"], true);
+        assert!(!a.mount.global, "not global unless asked");
         let SecretsCommand::Enable(a) = parse("enable transit") else {
             panic!("enable")
         };

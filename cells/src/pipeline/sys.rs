@@ -225,6 +225,7 @@ fn mount_json(m: &MountEntry) -> Value {
         },
         "description": m.description,
         "external_entropy_access": m.external_entropy_access,
+        "global": m.global,
         "local": m.local,
         "options": options,
         "plugin_version": "",
@@ -332,6 +333,18 @@ async fn enable_mount(
     table: Table,
     path: &str,
 ) -> Result<Response, ApiError> {
+    enable_mount_from(p, req, table, path, true).await
+}
+
+/// Enables a mount from `req`'s data. With `publish`, a global mount is
+/// also written to the control plane; without, it came from there.
+pub(super) async fn enable_mount_from(
+    p: &Pipeline,
+    req: &Request,
+    table: Table,
+    path: &str,
+    publish: bool,
+) -> Result<Response, ApiError> {
     let d = &req.data;
     params::deny_unknown(
         d,
@@ -346,8 +359,10 @@ async fn enable_mount(
             "plugin_name",
             "plugin_version",
             "path",
+            "global",
         ],
     )?;
+    let global = params::boolean(d, "global")?.unwrap_or(false);
     let mut mount_type = params::string(d, "type")?
         .or(params::string(d, "plugin_name")?)
         .filter(|t| !t.is_empty())
@@ -389,14 +404,45 @@ async fn enable_mount(
             .ok_or_else(|| ApiError::InvalidRequest("\"config\" must be an object".into()))?;
         apply_config(&mut m, cfg)?;
     }
+    if global && m.local {
+        return Err(ApiError::InvalidRequest(
+            "a mount cannot be both global and local".into(),
+        ));
+    }
+    m.global = global;
     let mut entries = all;
-    tracing::info!(path = %m.route_prefix(), mount_type = %m.mount_type, "mount enabled");
-    entries.push(m);
+    tracing::info!(path = %m.route_prefix(), mount_type = %m.mount_type, global, "mount enabled");
+    entries.push(m.clone());
     p.save_mounts(entries).await?;
+    drop(_guard);
+    if global
+        && publish
+        && let Err(e) = super::global_mounts::publish(p, &m).await
+    {
+        // Not shared, so not kept: the caller retries the whole enable.
+        let _ = disable_mount_here(p, table, &m.path).await;
+        return Err(e);
+    }
     Ok(Response::empty())
 }
 
 async fn disable_mount(p: &Pipeline, table: Table, path: &str) -> Result<Response, ApiError> {
+    // A global mount leaves every cell: the control plane first, so that
+    // the other cells' leaders disable their copies too.
+    if let Some(m) = p.router().get(table, path)
+        && m.global
+    {
+        super::global_mounts::withdraw(p, &m).await?;
+    }
+    disable_mount_here(p, table, path).await
+}
+
+/// Disables a mount in this cell only.
+pub(super) async fn disable_mount_here(
+    p: &Pipeline,
+    table: Table,
+    path: &str,
+) -> Result<Response, ApiError> {
     let _guard = p.mount_lock.lock().await;
     let router = p.router();
     let Some(m) = router.get(table, path) else {
