@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crdts::VClock;
 use serde::{Deserialize, Serialize};
 use sigil_control_plane::replica::{Limits, Parts};
-use sigil_control_plane::sync::{Peer, Store, StoreError, SyncStatus};
+use sigil_control_plane::sync::{Peer, Store, StoreError, SyncStatus, now_ms};
 use sigil_control_plane::{
     CellId, Changes, Entry, Hlc, Key, Receipt, Replica, ReplicaError, StateSnapshot, Value,
 };
@@ -114,13 +114,7 @@ impl ControlPlane {
     /// as a duplicate. The cell takes its own ops back on its next sync.
     pub async fn write(&self, key: Key, value: Option<Value>) -> Result<Entry, ApiError> {
         let ours = self.read(|r| r.applied().get(&self.me)).await?;
-        if let Some((peer, theirs)) = self
-            .sync
-            .peers()
-            .into_iter()
-            .filter_map(|(cell, s)| Some((cell, s.peer_applied?.get(&self.me))))
-            .find(|(_, theirs)| *theirs > ours)
-        {
+        if let Some((peer, theirs)) = self.sync.ahead_on(&self.me, ours) {
             return Err(ApiError::Unavailable(format!(
                 "cell {peer} holds {} ops of this cell that it has not applied (restored from an old backup?); it takes them back on its next sync: retry then",
                 theirs - ours
@@ -345,12 +339,6 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8], path: &str) -> Result<T, Api
 fn corrupt(path: &str) -> ApiError {
     tracing::error!(%path, "stored control-plane entry does not decode");
     ApiError::Internal(format!("stored control-plane entry {path} is corrupt"))
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    u64::try_from(nanos / 1_000_000).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ pub fn spawn(
             federation_client_config(ca, own, &peer_cell)
                 .with_context(|| format!("federation peer {}", peer.cell))?,
         );
-        let dial: Dial = Arc::new(move |_, addr: &str| {
+        let dial: Dial = Arc::new(move |addr: &str| {
             Ok(crate::raft::network::endpoint(addr)?
                 .connect_with_connector_lazy(ClusterConnector::new(tls.clone())))
         });

@@ -97,22 +97,33 @@ impl Node {
         cell_id: sigil_control_plane::CellId,
         peers: Vec<sigil_control_plane::sync::Peer>,
     ) -> Arc<Self> {
-        let mut node = Self::unshared(seal, api_addr, cell);
+        let mut node = Self::unshared(seal, api_addr, cell, cell_id, peers);
         node.lease_settings = lease_settings;
-        node.control = Arc::new(ControlPlane::federated(
-            node.seal.barrier().clone(),
-            cell_id,
-            peers,
-        ));
         Arc::new(node)
     }
 
     fn build(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Arc<Self> {
-        Arc::new(Self::unshared(seal, api_addr, cell))
+        Arc::new(Self::unshared(
+            seal,
+            api_addr,
+            cell,
+            default_cell_id(),
+            Vec::new(),
+        ))
     }
 
-    fn unshared(seal: SealManager, api_addr: String, cell: Option<RaftCell>) -> Self {
-        let control = Arc::new(ControlPlane::new(seal.barrier().clone(), default_cell_id()));
+    fn unshared(
+        seal: SealManager,
+        api_addr: String,
+        cell: Option<RaftCell>,
+        cell_id: sigil_control_plane::CellId,
+        peers: Vec<sigil_control_plane::sync::Peer>,
+    ) -> Self {
+        let control = Arc::new(ControlPlane::federated(
+            seal.barrier().clone(),
+            cell_id,
+            peers,
+        ));
         Self {
             seal: Arc::new(seal),
             api_addr,
@@ -178,9 +189,11 @@ impl Node {
         // The leader runs control-plane sync, so it alone knows its state.
         // `local=true` asks this node's own replica instead (every node of
         // a cell should hold the same).
-        let local = matches!(req.data.get("local"), Some(serde_json::Value::Bool(true)))
-            || req.data.get("local").and_then(|v| v.as_str()) == Some("true");
-        if req.path == "sys/control-plane/status" && !leader && !local && cell.leader().is_some() {
+        if req.path == "sys/control-plane/status"
+            && !leader
+            && cell.leader().is_some()
+            && crate::params::boolean(&req.data, "local")? != Some(true)
+        {
             return Ok(Route::Leader);
         }
         if write {

@@ -222,7 +222,7 @@ impl Pipeline {
 
     /// Enables and disables this cell's copies of global mounts to match
     /// the control plane (the leader runs it).
-    pub async fn reconcile_global_mounts(&self) -> Result<global_mounts::Reconciled, ApiError> {
+    pub async fn reconcile_global_mounts(&self) -> Result<(), ApiError> {
         global_mounts::reconcile(self).await
     }
 

@@ -196,7 +196,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
     // The cell: Raft over the mutual-TLS cluster port. The barrier's storage
     // is the replicated state.
-    let mut cluster = start_cluster(config, &api_addr, rx.clone(), &mut tasks).await?;
+    let (cluster, incoming) = start_cluster(config, &api_addr, rx.clone(), &mut tasks).await?;
     let storage: Arc<dyn Storage> = Arc::new(ReplicatedStorage::new(cluster.cell.clone()));
     let barrier = Barrier::new(storage, BarrierConfig::default());
     let backend = seal_backend(config)?;
@@ -211,7 +211,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .context("[cell] id cannot name a control-plane cell")?,
         cluster.peers.list(),
     );
-    serve_cluster(&mut cluster, &node, rx.clone(), &mut tasks)?;
+    serve_cluster(&cluster, incoming, &node, rx.clone(), &mut tasks);
     crate::federation::spawn(
         node.clone(),
         &cluster.pki.node,
@@ -373,12 +373,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     })
 }
 
-/// The node's Raft, its cluster service, and the cluster port's listener,
-/// served once the node exists ([`serve_cluster`]).
+/// The node's Raft, its cluster service, its certificates and federated
+/// peers. The cluster port is served once the node exists
+/// ([`serve_cluster`]).
 struct Cluster {
     cell: RaftCell,
     service: ClusterService,
-    incoming: Option<crate::cluster_pki::ClusterIncoming>,
     pki: ClusterTls,
     peers: crate::federation::Peers,
 }
@@ -386,15 +386,12 @@ struct Cluster {
 /// Serves the cluster port: Raft and forwarding for this cell's nodes, and
 /// control-plane sync for federated peer cells.
 fn serve_cluster(
-    cluster: &mut Cluster,
+    cluster: &Cluster,
+    incoming: crate::cluster_pki::ClusterIncoming,
     node: &Arc<Node>,
     rx: watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> anyhow::Result<()> {
-    let incoming = cluster
-        .incoming
-        .take()
-        .context("the cluster port is already served")?;
+) {
     let raft = cluster
         .service
         .clone()
@@ -413,7 +410,6 @@ fn serve_cluster(
             tracing::error!(error = %e, "cluster server failed");
         }
     }));
-    Ok(())
 }
 
 async fn start_cluster(
@@ -421,7 +417,7 @@ async fn start_cluster(
     api_addr: &str,
     rx: watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> anyhow::Result<Cluster> {
+) -> anyhow::Result<(Cluster, crate::cluster_pki::ClusterIncoming)> {
     let listener = TcpListener::bind(&config.raft.cluster_addr)
         .await
         .with_context(|| {
@@ -487,13 +483,15 @@ async fn start_cluster(
             "waiting to be joined to a cell (sys/storage/raft/join) or initialised (sys/init)"
         );
     }
-    Ok(Cluster {
-        cell,
-        service,
-        incoming: Some(incoming),
-        pki,
-        peers,
-    })
+    Ok((
+        Cluster {
+            cell,
+            service,
+            pki,
+            peers,
+        },
+        incoming,
+    ))
 }
 
 /// Hands requests forwarded by followers to this node's pipeline.

@@ -36,3 +36,12 @@ pub use service::FederationService;
 pub use session::{Reply, Request, Serving};
 pub use status::{PeerStatus, SyncStatus};
 pub use store::{MemoryStore, Store, StoreError};
+
+/// The wall clock in milliseconds since the Unix epoch: what the runtime
+/// hands the pure core as `now_ms`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -56,7 +56,7 @@ async fn serve(store: Arc<MemoryStore>, caller: &str) -> SocketAddr {
 }
 
 fn dial() -> Dial {
-    Arc::new(|_, addr: &str| {
+    Arc::new(|addr: &str| {
         Ok(
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .map_err(|e| e.to_string())?

@@ -62,13 +62,6 @@ fn ago(ms: &Value, now: u64) -> String {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// The registry as a table.
 pub fn cells_table(data: &Value) -> String {
     let rows = data
@@ -126,7 +119,7 @@ pub fn status_text(data: &Value) -> String {
             vec![
                 s(f("cell")),
                 s(f("connected")),
-                ago(f("last_sync_ms"), now_ms()),
+                ago(f("last_sync_ms"), sigil_control_plane::sync::now_ms()),
                 lag,
                 s(f("entries_received")),
                 s(f("last_error")),

@@ -110,25 +110,27 @@ async fn status(p: &Pipeline) -> Result<Response, ApiError> {
 
 async fn cells(p: &Pipeline) -> Result<Response, ApiError> {
     let control = p.control();
-    let (entries, values) = control
+    // The value in force of each cell's entry, with when it was written.
+    let entries: Vec<(CellId, Stamped)> = control
         .read(|r| {
-            let values: BTreeMap<Key, Stamped> = r
-                .state()
+            r.state()
                 .of_kind(Kind::Cell)
                 .into_iter()
-                .filter_map(|(k, _)| r.state().values(&k).into_iter().next().map(|s| (k, s)))
-                .collect();
-            (r.state().of_kind(Kind::Cell), values)
+                .filter_map(|(k, _)| {
+                    let Key::Cell { id } = &k else { return None };
+                    let s = r.state().values(&k).into_iter().next()?;
+                    Some((id.clone(), s))
+                })
+                .collect()
         })
         .await?;
     let mut keys = Vec::new();
     let mut cells = serde_json::Map::new();
-    for (key, value) in entries {
-        let (Key::Cell { id }, Value::Cell(info)) = (&key, value) else {
+    for (id, s) in entries {
+        let Some(Value::Cell(info)) = s.value else {
             continue;
         };
         keys.push(json!(id.to_string()));
-        let updated = values.get(&key).map(|s| s.hlc.wall_ms);
         cells.insert(
             id.to_string(),
             json!({
@@ -140,8 +142,8 @@ async fn cells(p: &Pipeline) -> Result<Response, ApiError> {
                     CellStatus::Draining => "draining",
                     CellStatus::Retired => "retired",
                 },
-                "updated_ms": updated,
-                "self": id == control.cell_id(),
+                "updated_ms": s.hlc.wall_ms,
+                "self": id == *control.cell_id(),
             }),
         );
     }

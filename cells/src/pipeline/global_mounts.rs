@@ -18,16 +18,13 @@ use crate::logical::{Data, Operation, Request};
 use crate::mounts::{MountEntry, Table};
 
 fn key(m: &MountEntry) -> Key {
-    Key::Mount {
-        table: table_of(m.table),
-        path: m.path.clone(),
-    }
-}
-
-fn table_of(t: Table) -> MountTable {
-    match t {
+    let table = match m.table {
         Table::Secrets => MountTable::Secrets,
         Table::Auth => MountTable::Auth,
+    };
+    Key::Mount {
+        table,
+        path: m.path.clone(),
     }
 }
 
@@ -50,19 +47,10 @@ pub(super) async fn withdraw(p: &Pipeline, m: &MountEntry) -> Result<(), ApiErro
     Ok(())
 }
 
-/// What one reconciliation did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reconciled {
-    pub enabled: Vec<String>,
-    pub disabled: Vec<String>,
-    /// Global mounts whose path a local mount of this cell already holds.
-    pub blocked: Vec<String>,
-}
-
 /// Brings this cell's mount table in line with the global mounts: enables
 /// the ones it lacks, disables its copies of withdrawn ones. Run by the
 /// leader whenever the control plane may have changed.
-pub(crate) async fn reconcile(p: &Pipeline) -> Result<Reconciled, ApiError> {
+pub(crate) async fn reconcile(p: &Pipeline) -> Result<(), ApiError> {
     let wanted: Vec<(Key, Option<Value>)> = p
         .control
         .read(|r| {
@@ -75,7 +63,7 @@ pub(crate) async fn reconcile(p: &Pipeline) -> Result<Reconciled, ApiError> {
                 .collect()
         })
         .await?;
-    let mut out = Reconciled::default();
+    let (mut enabled, mut disabled) = (Vec::new(), Vec::new());
     for (key, value) in wanted {
         let Key::Mount { table, path } = &key else {
             continue;
@@ -101,26 +89,24 @@ pub(crate) async fn reconcile(p: &Pipeline) -> Result<Reconciled, ApiError> {
                 data.insert("global".into(), true.into());
                 let req = Request::new(Operation::Update, "sys/mounts").with_data(data);
                 match super::sys::enable_mount_from(p, &req, table, path, false).await {
-                    Ok(_) => out.enabled.push(path.clone()),
+                    Ok(_) => enabled.push(path.clone()),
                     Err(e) => {
                         tracing::warn!(%path, error = %e, "cannot enable a global mount in this cell");
-                        out.blocked.push(path.clone());
                     }
                 }
             }
             (Some(Value::Mount(_)), Some(m)) if !m.global => {
                 tracing::warn!(%path, "a global mount's path is taken by a local mount of this cell");
-                out.blocked.push(path.clone());
             }
             (None, Some(m)) if m.global => {
                 super::sys::disable_mount_here(p, table, path).await?;
-                out.disabled.push(path.clone());
+                disabled.push(path.clone());
             }
             _ => {}
         }
     }
-    if !out.enabled.is_empty() || !out.disabled.is_empty() {
-        tracing::info!(enabled = ?out.enabled, disabled = ?out.disabled, "global mounts reconciled");
+    if !enabled.is_empty() || !disabled.is_empty() {
+        tracing::info!(?enabled, ?disabled, "global mounts reconciled");
     }
-    Ok(out)
+    Ok(())
 }

@@ -2,13 +2,14 @@
 //! cell and applies what arrives.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sigil_proto::federation::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use super::now_ms;
 use super::session::{Reply, Request};
 use super::status::SyncStatus;
 use super::store::Store;
@@ -23,7 +24,7 @@ pub struct Peer {
 }
 
 /// A channel to a peer's cluster port (mutual TLS, trusting that peer's CA).
-pub type Dial = Arc<dyn Fn(&CellId, &str) -> Result<Channel, String> + Send + Sync>;
+pub type Dial = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
 
 /// How often to send a digest and how to back off after a failure.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +108,7 @@ async fn stream<S: Store>(
     status: &SyncStatus,
     settings: PullSettings,
 ) -> Result<(), String> {
-    let channel = dial(peer, addr)?;
+    let channel = dial(addr)?;
     let mut client = pb::federation_client::FederationClient::new(channel)
         .max_decoding_message_size(wire::MAX_PAYLOAD_BYTES + 1024)
         .max_encoding_message_size(wire::MAX_PAYLOAD_BYTES + 1024);
@@ -185,11 +186,4 @@ async fn send_digest<S: Store>(
     tx.send(wire::request_to_pb(&Request { digest }))
         .await
         .map_err(|_| "the stream closed".to_owned())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

@@ -54,6 +54,16 @@ impl SyncStatus {
         self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// A peer whose last digest shows more ops of `origin` than `ours`,
+    /// and how many it has.
+    pub fn ahead_on(&self, origin: &CellId, ours: u64) -> Option<(CellId, u64)> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.iter().find_map(|(cell, s)| {
+            let theirs = s.peer_applied.as_ref()?.get(origin);
+            (theirs > ours).then(|| (cell.clone(), theirs))
+        })
+    }
+
     pub(crate) fn sent(&self, entries: u64, states: u64, bytes: u64) {
         self.entries_sent.fetch_add(entries, Ordering::Relaxed);
         self.states_sent.fetch_add(states, Ordering::Relaxed);

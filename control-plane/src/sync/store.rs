@@ -4,10 +4,10 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+use super::now_ms;
 use crate::replica::{Receipt, Replica, ReplicaError, StateSnapshot};
 use crate::{Entry, Key, Value};
 
@@ -110,11 +110,4 @@ impl Store for MemoryStore {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
