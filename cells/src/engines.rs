@@ -5,6 +5,9 @@
 //!   chosen by the mount's `version` option (docs/engines/kv.md).
 //! - [`cubbyhole`]: per-token private storage, also where response wrapping
 //!   keeps a wrapped response.
+//! - [`database`]: dynamic and static PostgreSQL credentials.
+//! - [`transit`]: encryption as a service under keys that never leave the
+//!   cell.
 //!
 //! Both keep everything in the mount's [`BarrierView`](crate::view::BarrierView)
 //! and nothing in memory, so any node that can read the view can serve them.
@@ -22,6 +25,7 @@ pub mod cubbyhole;
 pub mod database;
 pub mod flat;
 pub mod kv;
+pub mod transit;
 
 /// One instance of every built-in engine, for the pipeline's registry.
 pub fn builtin() -> Vec<Arc<dyn Engine>> {
@@ -30,6 +34,7 @@ pub fn builtin() -> Vec<Arc<dyn Engine>> {
         Arc::new(kv::KvEngine::new()),
         Arc::new(cubbyhole::CubbyholeEngine),
         Arc::new(database::DatabaseEngine::new()),
+        Arc::new(transit::TransitEngine::new()),
         Arc::new(crate::auth::approle::AppRoleEngine::new()),
         Arc::new(JwtEngine::new(Flavor::Jwt)),
         Arc::new(JwtEngine::new(Flavor::Kubernetes)),

@@ -531,3 +531,67 @@ async fn a_global_mount_exists_in_every_cell_each_with_its_own_data() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transit_key_in_a_global_mount_has_different_material_in_each_cell() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/mounts/transit",
+        Some(ra),
+        r#"{"type":"transit","global":true}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(&a, "POST", "transit/keys/payments", Some(ra), "{}").await;
+    assert_eq!(code, 200, "{out}");
+    until("B has the global transit mount", async || {
+        let (_, m) = http(&b, "GET", "sys/mounts", Some(rb), "").await;
+        (m["data"]["transit/"]["type"] == "transit").then_some(())
+    })
+    .await;
+    // The mount crossed; A's key did not.
+    let (code, _) = http(&b, "GET", "transit/keys/payments", Some(rb), "").await;
+    assert_eq!(code, 404, "a transit key is never shared");
+    let (code, out) = http(&b, "POST", "transit/keys/payments", Some(rb), "{}").await;
+    assert_eq!(code, 200, "{out}");
+
+    // "4111 1111 1111 1111" in base64.
+    let plaintext = r#"{"plaintext":"NDExMSAxMTExIDExMTEgMTExMQ=="}"#;
+    let mut ciphertexts = Vec::new();
+    for (base, root) in [(&a, ra), (&b, rb)] {
+        let (code, out) = http(
+            base,
+            "POST",
+            "transit/encrypt/payments",
+            Some(root),
+            plaintext,
+        )
+        .await;
+        assert_eq!(code, 200, "{out}");
+        let ct = out["data"]["ciphertext"]
+            .as_str()
+            .expect("ciphertext")
+            .to_owned();
+        assert!(ct.starts_with("vault:v1:"), "{ct}");
+        ciphertexts.push(ct);
+    }
+    for (i, (base, root)) in [(&a, ra), (&b, rb)].into_iter().enumerate() {
+        let own = format!(r#"{{"ciphertext":"{}"}}"#, ciphertexts[i]);
+        let (code, out) = http(base, "POST", "transit/decrypt/payments", Some(root), &own).await;
+        assert_eq!(code, 200, "{out}");
+        assert_eq!(out["data"]["plaintext"], "NDExMSAxMTExIDExMTEgMTExMQ==");
+        // The other cell's ciphertext, under a key of the same name, type
+        // and version, does not open: the key material differs.
+        let other = format!(r#"{{"ciphertext":"{}"}}"#, ciphertexts[1 - i]);
+        let (code, out) = http(base, "POST", "transit/decrypt/payments", Some(root), &other).await;
+        assert_eq!(code, 400, "{out}");
+        assert_eq!(out["errors"][0], "cipher: message authentication failed");
+    }
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}

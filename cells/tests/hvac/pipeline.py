@@ -455,6 +455,51 @@ def audit(client, audit_file):
     return h
 
 
+def transit(client):
+    """Vault's transit engine as hvac drives it: keys, encrypt/decrypt,
+    batches, rotation, rewrap, data keys, and Vault's error answers."""
+    import base64
+    client.sys.enable_secrets_engine("transit", path="transit")
+    t = client.secrets.transit
+    t.create_key("orders", key_type="chacha20-poly1305")
+    assert t.list_keys()["data"]["keys"] == ["orders"]
+    key = t.read_key("orders")["data"]
+    assert key["type"] == "chacha20-poly1305" and key["latest_version"] == 1, key
+    assert key["exportable"] is False
+    secret = base64.b64encode(b"transit-secret-card").decode()
+    ct = t.encrypt_data("orders", plaintext=secret)["data"]["ciphertext"]
+    assert ct.startswith("vault:v1:"), ct
+    assert t.decrypt_data("orders", ciphertext=ct)["data"]["plaintext"] == secret
+    # First use of an unknown key creates it (aes256-gcm96 by default).
+    t.encrypt_data("auto", plaintext=secret)
+    assert t.read_key("auto")["data"]["type"] == "aes256-gcm96"
+    batch = t.encrypt_data("orders", batch_input=[
+        {"plaintext": secret, "reference": "a"},
+        {"plaintext": base64.b64encode(b"two").decode(), "reference": "b"},
+    ])["data"]["batch_results"]
+    assert [r["reference"] for r in batch] == ["a", "b"], batch
+    t.rotate_key("orders")
+    rewrapped = t.rewrap_data("orders", ciphertext=ct)["data"]
+    assert rewrapped["ciphertext"].startswith("vault:v2:") and rewrapped["key_version"] == 2
+    assert t.decrypt_data("orders", ciphertext=rewrapped["ciphertext"])["data"]["plaintext"] == secret
+    t.update_key_configuration("orders", min_decryption_version=2)
+    e = expect(exc.InvalidRequest, t.decrypt_data, "orders", ciphertext=ct)
+    assert "too old" in str(e), e
+    e = expect(exc.InvalidRequest, t.decrypt_data, "orders", ciphertext="nonsense")
+    assert "invalid ciphertext: no prefix" in str(e), e
+    e = expect(exc.InvalidRequest, t.decrypt_data, "nokey", ciphertext=ct)
+    assert "encryption key not found" in str(e), e
+    dk = t.generate_data_key("orders", key_type="plaintext", bits=256)["data"]
+    assert len(base64.b64decode(dk["plaintext"])) == 32
+    assert t.decrypt_data("orders", ciphertext=dk["ciphertext"])["data"]["plaintext"] == dk["plaintext"]
+    e = expect(exc.InvalidRequest, t.delete_key, "orders")
+    assert "deletion is not allowed" in str(e), e
+    t.update_key_configuration("orders", deletion_allowed=True)
+    t.delete_key("orders")
+    expect(exc.InvalidPath, t.read_key, "orders")
+    return secret
+
+
 def metrics(client):
     r = raw(client, "GET", "sys/metrics?format=prometheus")
     assert r.status_code == 200 and "sigil_request_duration_seconds_bucket" in r.text, r.text[:500]
@@ -472,11 +517,13 @@ def main():
     tokens(client)
     wrapping_and_cubbyhole(client)
     audit(client, audit_file)
+    transit_secret = transit(client)
     metrics(client)
     print(json.dumps({
         "ok": True,
         "root_token": client.token,
-        "secrets": ["kv1-secret-pw", "kv2-secret-pw-2", "audited-secret-pw", "cubby-secret"],
+        "secrets": ["kv1-secret-pw", "kv2-secret-pw-2", "audited-secret-pw", "cubby-secret",
+                    transit_secret],
     }))
 
 
