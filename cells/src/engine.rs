@@ -72,6 +72,17 @@ pub trait Engine: Send + Sync + Debug {
         false
     }
 
+    /// Where the role definitions live that a global mount of this engine
+    /// shares with every cell of the federation: the path prefix, relative
+    /// to the mount, of its role endpoint (`roles/` for database, `role/`
+    /// for AppRole and JWT). A role's definition is what a read of
+    /// `<prefix><name>` answers, and writing those same fields back must
+    /// recreate it; it names no credential (secret IDs, role IDs, passwords
+    /// and static roles stay in their cell). `None`: nothing is shared.
+    fn shared_roles(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a request to `path` (relative to the mount) needs no token:
     /// an auth method's login. Such requests skip authentication and ACL
     /// checks; the engine authenticates the caller itself.

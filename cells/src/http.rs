@@ -156,6 +156,17 @@ async fn logical_request(st: &AppState, req: Request) -> Result<logical::Request
         let index = header("x-sigil-index").or_else(|| header("x-vault-index"));
         let consistency = Consistency::from_headers(index, header("x-sigil-consistency"))
             .map_err(ApiError::InvalidRequest)?;
+        // Requests are not scoped by namespace yet: one that names a
+        // namespace is refused rather than served from the root.
+        if let Some(ns) = header("x-vault-namespace") {
+            let ns = ns.trim_matches('/');
+            if !ns.is_empty() && ns != "root" {
+                return Err(ApiError::InvalidRequest(format!(
+                    "X-Vault-Namespace {:?}: requests scoped to a namespace are not served yet; send them without the header (the root namespace)",
+                    ns.chars().take(64).collect::<String>()
+                )));
+            }
+        }
         (wrap_ttl, consistency)
     };
     let p = parse(st, req).await?;

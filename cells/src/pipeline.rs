@@ -16,6 +16,7 @@ pub(crate) mod global_mounts;
 #[cfg(test)]
 mod lease_tests;
 mod leases;
+mod namespaces;
 mod policies;
 mod quotas;
 mod raft_ops;
@@ -129,6 +130,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Recent remounts, for `sys/remount/status/:id`.
     remounts: std::sync::Mutex<BTreeMap<String, Value>>,
+    /// Shared roles this cell refused to apply, and why (a database role
+    /// whose connection this cell lacks); shown by `sys/control-plane/status`.
+    roles_refused: std::sync::Mutex<BTreeMap<String, String>>,
     root_acl: Arc<Acl>,
     /// For `sys/seal`, `sys/rotate` and `sys/key-status`, which go through
     /// the pipeline like everything else (audited, `sudo` where Vault wants
@@ -185,6 +189,7 @@ impl Pipeline {
             revocation,
             metrics,
             remounts: std::sync::Mutex::default(),
+            roles_refused: std::sync::Mutex::default(),
             root_acl: Arc::new(Acl::root()),
             leases: LeaseStore::new(barrier.clone()),
             lease_settings,
@@ -392,7 +397,14 @@ impl Pipeline {
                 token_auth::handle(self, req, rel, &caller, mount).await
             }
             _ => match &engine {
-                Some(engine) => engine.handle(&ctx, req).await,
+                Some(engine) => match engine.handle(&ctx, req).await {
+                    Ok(resp) if mount.global => {
+                        global_mounts::share_role(self, engine.as_ref(), mount, rel, req.operation)
+                            .await
+                            .map(|()| resp)
+                    }
+                    other => other,
+                },
                 None => Err(ApiError::Internal(format!(
                     "no engine for mount type {:?}",
                     mount.mount_type

@@ -595,3 +595,277 @@ async fn a_transit_key_in_a_global_mount_has_different_material_in_each_cell() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn roles_of_a_global_mount_are_shared_and_what_they_issue_is_not() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    for (path, body) in [
+        ("sys/mounts/db", r#"{"type":"database","global":true}"#),
+        ("sys/mounts/localdb", r#"{"type":"database"}"#),
+        ("sys/auth/app", r#"{"type":"approle","global":true}"#),
+        ("sys/auth/jwt", r#"{"type":"jwt","global":true}"#),
+    ] {
+        let (code, out) = http(&a, "POST", path, Some(ra), body).await;
+        assert_eq!(code, 204, "{path}: {out}");
+    }
+    // Each cell's connection is its own (it holds that region's root
+    // credentials); a shared database role needs one of its name.
+    let pg = r#"{"plugin_name":"postgresql-database-plugin","connection_url":"postgresql://{{username}}:{{password}}@127.0.0.1:1/app","username":"root","password":"not-shared","verify_connection":false,"allowed_roles":"*"}"#;
+    let (code, out) = http(&a, "POST", "db/config/pg", Some(ra), pg).await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(&a, "POST", "localdb/config/pg", Some(ra), pg).await;
+    assert_eq!(code, 204, "{out}");
+    let writes = [
+        (
+            "db/roles/payments",
+            r#"{"db_name":"pg","creation_statements":"CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}'","default_ttl":"1h","max_ttl":"24h"}"#,
+        ),
+        (
+            "localdb/roles/payments",
+            r#"{"db_name":"pg","creation_statements":"SELECT 1"}"#,
+        ),
+        (
+            "auth/app/role/billing",
+            r#"{"token_policies":["billing"],"secret_id_ttl":"10m","token_ttl":"20m"}"#,
+        ),
+        (
+            "auth/jwt/role/workload",
+            r#"{"role_type":"jwt","user_claim":"sub","bound_audiences":["payments"],"bound_claims":{"team":["a","b"]},"token_policies":["p1"]}"#,
+        ),
+    ];
+    for (path, body) in writes {
+        let (code, out) = http(&a, "POST", path, Some(ra), body).await;
+        assert!(code == 204 || code == 200, "{path}: {code} {out}");
+    }
+    // Each shared role reads the same in B as in A, the database role once
+    // B has a connection of the name it uses.
+    until("B has the AppRole role", async || {
+        let (code, _) = http(&b, "GET", "auth/app/role/billing", Some(rb), "").await;
+        (code == 200).then_some(())
+    })
+    .await;
+    let (code, _) = http(&b, "GET", "db/roles/payments", Some(rb), "").await;
+    assert_eq!(code, 404, "no connection \"pg\" in B yet");
+    let (code, _) = http(&b, "GET", "db/config/pg", Some(rb), "").await;
+    assert_eq!(code, 404, "connections are never shared");
+    let status = until("B's leader reports the role it cannot apply", async || {
+        let (_, s) = http(&b, "GET", "sys/control-plane/status", Some(rb), "").await;
+        s["data"]["roles_refused"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty())
+            .then_some(s)
+    })
+    .await;
+    let why = &status["data"]["roles_refused"]["role db/payments"];
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.contains("\"pg\" is not configured")),
+        "{status}"
+    );
+    let (code, out) = http(&b, "POST", "db/config/pg", Some(rb), pg).await;
+    assert_eq!(code, 204, "{out}");
+    for path in [
+        "db/roles/payments",
+        "auth/app/role/billing",
+        "auth/jwt/role/workload",
+    ] {
+        let (_, in_a) = http(&a, "GET", path, Some(ra), "").await;
+        let in_b = until(&format!("B has {path}"), async || {
+            let (code, out) = http(&b, "GET", path, Some(rb), "").await;
+            (code == 200).then_some(out)
+        })
+        .await;
+        assert_eq!(in_a["data"], in_b["data"], "{path}");
+    }
+    until("B no longer reports a refused role", async || {
+        let (_, s) = http(&b, "GET", "sys/control-plane/status", Some(rb), "").await;
+        (s["data"]["roles_refused"] == serde_json::json!({})).then_some(())
+    })
+    .await;
+    // A local mount's role stays home (B has no such mount at all).
+    let (code, _) = http(&b, "GET", "localdb/roles/payments", Some(rb), "").await;
+    assert_ne!(code, 200);
+
+    // What a role issues is each cell's own: B has its own role ID, and a
+    // secret ID made in A does not log in to B.
+    let (_, id_a) = http(&a, "GET", "auth/app/role/billing/role-id", Some(ra), "").await;
+    let (_, id_b) = http(&b, "GET", "auth/app/role/billing/role-id", Some(rb), "").await;
+    let (id_a, id_b) = (
+        id_a["data"]["role_id"]
+            .as_str()
+            .expect("role id in A")
+            .to_owned(),
+        id_b["data"]["role_id"]
+            .as_str()
+            .expect("role id in B")
+            .to_owned(),
+    );
+    assert_ne!(id_a, id_b);
+    let (code, secret) = http(
+        &a,
+        "POST",
+        "auth/app/role/billing/secret-id",
+        Some(ra),
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 200, "{secret}");
+    let login = |role_id: &str| {
+        format!(
+            r#"{{"role_id":"{role_id}","secret_id":"{}"}}"#,
+            secret["data"]["secret_id"].as_str().expect("secret id")
+        )
+    };
+    let (code, out) = http(&a, "POST", "auth/app/login", None, &login(&id_a)).await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["auth"]["policies"][1], "default", "{out}");
+    let (code, _) = http(&b, "POST", "auth/app/login", None, &login(&id_b)).await;
+    assert_eq!(code, 400, "A's secret ID is unknown in B");
+
+    // Changed in B, the change reaches A; bad input changes nothing.
+    let (code, out) = http(
+        &b,
+        "POST",
+        "db/roles/payments",
+        Some(rb),
+        r#"{"default_ttl":"2h"}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let (code, _) = http(
+        &b,
+        "POST",
+        "db/roles/payments",
+        Some(rb),
+        r#"{"max_ttl":"bad"}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    until("A has B's change", async || {
+        let (_, out) = http(&a, "GET", "db/roles/payments", Some(ra), "").await;
+        (out["data"]["default_ttl"] == 7200).then_some(())
+    })
+    .await;
+    let (_, out) = http(&a, "GET", "db/roles/payments", Some(ra), "").await;
+    assert_eq!(out["data"]["max_ttl"], 86400);
+
+    // Deleted in A, gone from B.
+    let (code, out) = http(&a, "DELETE", "auth/jwt/role/workload", Some(ra), "").await;
+    assert_eq!(code, 204, "{out}");
+    until("B deleted the role", async || {
+        let (code, _) = http(&b, "GET", "auth/jwt/role/workload", Some(rb), "").await;
+        (code == 404).then_some(())
+    })
+    .await;
+    // The other roles are still there, in both cells.
+    for base_root in [(&a, ra), (&b, rb)] {
+        let (code, _) = http(
+            base_root.0,
+            "GET",
+            "auth/app/role/billing",
+            Some(base_root.1),
+            "",
+        )
+        .await;
+        assert_eq!(code, 200);
+    }
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespaces_are_shared_and_a_namespaced_request_is_refused() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/namespaces/team",
+        Some(ra),
+        r#"{"custom_metadata":{"owner":"platform"}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["data"]["path"], "team/");
+    let (code, out) = http(&a, "POST", "sys/namespaces/team/payments", Some(ra), "{}").await;
+    assert_eq!(code, 200, "{out}");
+    // Bad input changes nothing.
+    for (path, body) in [
+        ("sys/namespaces/nope/child", "{}"),
+        ("sys/namespaces/sys", "{}"),
+        ("sys/namespaces/a%20b", "{}"),
+        ("sys/namespaces/x", r#"{"colour":"red"}"#),
+    ] {
+        let (code, out) = http(&a, "POST", path, Some(ra), body).await;
+        assert_eq!(code, 400, "{path}: {out}");
+    }
+    let listed = until("B lists both namespaces", async || {
+        let (code, out) = http(&b, "LIST", "sys/namespaces", Some(rb), "").await;
+        (code == 200 && out["data"]["keys"] == serde_json::json!(["team/", "team/payments/"]))
+            .then_some(out)
+    })
+    .await;
+    assert_eq!(
+        listed["data"]["key_info"]["team/"]["custom_metadata"]["owner"],
+        "platform"
+    );
+    let (code, out) = http(
+        &b,
+        "PATCH",
+        "sys/namespaces/team",
+        Some(rb),
+        r#"{"custom_metadata":{"owner":null,"tier":"gold"}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    until("A sees B's change", async || {
+        let (_, out) = http(&a, "GET", "sys/namespaces/team", Some(ra), "").await;
+        (out["data"]["custom_metadata"] == serde_json::json!({"tier": "gold"})).then_some(())
+    })
+    .await;
+    let (code, out) = http(&b, "DELETE", "sys/namespaces/team", Some(rb), "").await;
+    assert_eq!(code, 400, "a namespace with children stays: {out}");
+    let (code, _) = http(&b, "DELETE", "sys/namespaces/team/payments", Some(rb), "").await;
+    assert_eq!(code, 204);
+    until("A no longer has the child", async || {
+        let (code, _) = http(&a, "GET", "sys/namespaces/team/payments", Some(ra), "").await;
+        (code == 404).then_some(())
+    })
+    .await;
+
+    // A request scoped to a namespace is refused, not served from the root;
+    // the root namespace by name is fine.
+    let base = a.clone();
+    let root = ra.to_owned();
+    let (scoped, rooted) = tokio::task::spawn_blocking(move || {
+        let h = |ns: &str| {
+            common::call_with_headers(
+                &base,
+                "GET",
+                "sys/mounts",
+                Some(&root),
+                &[("X-Vault-Namespace", ns)],
+                "",
+            )
+        };
+        (h("team/"), h("root"))
+    })
+    .await
+    .expect("calls");
+    assert_eq!(scoped.0, 400, "{}", scoped.2);
+    assert!(
+        scoped.2["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("X-Vault-Namespace")),
+        "{}",
+        scoped.2
+    );
+    assert_eq!(rooted.0, 200, "{}", rooted.2);
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}

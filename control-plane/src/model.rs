@@ -236,6 +236,10 @@ pub enum Param {
     Int(i64),
     Str(String),
     List(Vec<String>),
+    /// A structured value (a JWT role's `bound_claims`), as JSON text. Kept
+    /// as text rather than a recursive type so that decoding a peer's
+    /// message can never recurse without bound.
+    Json(String),
 }
 
 /// A role of a global mount: the parameters its role endpoint was written
@@ -349,7 +353,7 @@ impl Value {
                 for (k, v) in &r.params {
                     name_ok("role parameter name", k)?;
                     match v {
-                        Param::Str(s) => text_ok("role parameter", s)?,
+                        Param::Str(s) | Param::Json(s) => text_ok("role parameter", s)?,
                         Param::List(l) => {
                             items_ok("role parameter list", l.len())?;
                             l.iter().try_for_each(|s| text_ok("role parameter", s))?;

@@ -98,6 +98,11 @@ impl Engine for AppRoleEngine {
         true
     }
 
+    /// The role's settings; its role ID and secret IDs are this cell's own.
+    fn shared_roles(&self) -> Option<&'static str> {
+        Some("role/")
+    }
+
     fn unauthenticated(&self, path: &str, op: Operation) -> bool {
         path == "login" && matches!(op, Operation::Create | Operation::Update)
     }

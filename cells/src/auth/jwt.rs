@@ -92,6 +92,12 @@ impl Engine for JwtEngine {
         true
     }
 
+    /// The role's bindings and token settings; the config (issuer keys)
+    /// is each cell's own.
+    fn shared_roles(&self) -> Option<&'static str> {
+        Some("role/")
+    }
+
     fn unauthenticated(&self, path: &str, op: Operation) -> bool {
         path == "login" && matches!(op, Operation::Create | Operation::Update)
     }

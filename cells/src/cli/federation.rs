@@ -126,8 +126,22 @@ pub fn status_text(data: &Value) -> String {
             ]
         })
         .collect();
+    let refused: Vec<Vec<String>> = get("roles_refused")
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(role, why)| vec![role.clone(), s(why)])
+        .collect();
+    let refused = if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nShared roles this cell cannot apply yet:\n{}",
+            output::table(&["Role", "Reason"], refused)
+        )
+    };
     format!(
-        "{summary}\n\n{}",
+        "{summary}\n\n{}{refused}",
         output::table(
             &[
                 "Peer",
@@ -225,6 +239,16 @@ mod tests {
         assert!(t.contains("us-east:3"), "{t}");
         assert!(
             t.contains("unknown") && t.contains("connection refused"),
+            "{t}"
+        );
+        assert!(!t.contains("cannot apply"), "{t}");
+        let mut status = status;
+        status["roles_refused"] = json!({"role db/payments": "database \"pg\" is not configured"});
+        let t = status_text(&status);
+        assert!(
+            t.contains("cannot apply")
+                && t.contains("role db/payments")
+                && t.contains("\"pg\" is not configured"),
             "{t}"
         );
     }

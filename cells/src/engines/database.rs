@@ -120,6 +120,12 @@ impl Engine for DatabaseEngine {
         op == Operation::Read && path.starts_with("creds/")
     }
 
+    /// Dynamic roles only: a static role names an account of one cell's
+    /// database.
+    fn shared_roles(&self) -> Option<&'static str> {
+        Some("roles/")
+    }
+
     fn handle<'a>(
         &'a self,
         ctx: &'a EngineCtx<'a>,

@@ -102,6 +102,7 @@ async fn status(p: &Pipeline) -> Result<Response, ApiError> {
         "pending": pending,
         "logs": logs,
         "peers": peers,
+        "roles_refused": super::global_mounts::roles_refused(p),
         "entries_sent": sync.entries_sent.load(Ordering::Relaxed),
         "states_sent": sync.states_sent.load(Ordering::Relaxed),
         "bytes_sent": sync.bytes_sent.load(Ordering::Relaxed),

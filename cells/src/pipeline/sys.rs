@@ -173,6 +173,7 @@ pub(super) async fn handle(
             super::leases::handle(p, req, head, rest, caller).await
         }
         ("control-plane", rest) => super::control_plane_api::handle(p, req, rest).await,
+        ("namespaces", rest) => super::namespaces::handle(p, req, rest).await,
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)
@@ -189,6 +190,7 @@ fn known_head(head: &str) -> bool {
         head,
         "mounts"
             | "auth"
+            | "namespaces"
             | "remount"
             | "policy"
             | "policies"
