@@ -109,10 +109,17 @@ impl Drop for Cell {
 /// restarts included. It is picked below Linux's ephemeral range (32768 and
 /// up by default): a port the kernel hands out for `bind(0)` or an outgoing
 /// connection could be taken by another test's client while the node that
-/// owns it is down, and the node could not come back on it.
+/// owns it is down, and the node could not come back on it. A port is
+/// handed out once per process: two fixtures of tests running at once
+/// would otherwise both find a port free before either node binds it.
 fn free_port() -> Result<SocketAddr, Error> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -122,7 +129,11 @@ fn free_port() -> Result<SocketAddr, Error> {
         let mut x = seed.wrapping_add(NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
         x = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         let port = 20_000 + (x % 12_000) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             return l.local_addr().map_err(|e| Error::Fixture(e.to_string()));
         }
     }

@@ -324,18 +324,8 @@ impl TransitEngine {
             ],
         )?;
         refuse_derivation(d)?;
-        for f in ["exportable", "allow_plaintext_backup"] {
-            if params::boolean(d, f)? == Some(true) {
-                return Err(ApiError::InvalidRequest(format!(
-                    "{f} cannot be set: transit keys never leave the cell that made them"
-                )));
-            }
-        }
-        let key_type = match params::string(d, "type")? {
-            None => KeyType::Aes256Gcm96,
-            Some(t) if t.is_empty() => KeyType::Aes256Gcm96,
-            Some(t) => KeyType::parse(&t)?,
-        };
+        refuse_export(d)?;
+        let key_type = key_type_param(d)?;
         let period = auto_rotate_param(d)?;
         let _guard = self.locks.lock(ctx.view.prefix(), name).await;
         if let Some(k) = load(&ctx.view, name)? {
@@ -381,13 +371,7 @@ impl TransitEngine {
                 "auto_rotate_period",
             ],
         )?;
-        for f in ["exportable", "allow_plaintext_backup"] {
-            if params::boolean(d, f)? == Some(true) {
-                return Err(ApiError::InvalidRequest(format!(
-                    "{f} cannot be set: transit keys never leave the cell that made them"
-                )));
-            }
-        }
+        refuse_export(d)?;
         let period = auto_rotate_param(d)?;
         let as_u32 = |f: &str| -> Result<Option<u32>, ApiError> {
             params::uint(d, f)?
@@ -439,11 +423,7 @@ impl TransitEngine {
             None => {
                 // First use creates the key (the pipeline has checked the
                 // caller may `create` here).
-                let key_type = match params::string(d, "type")? {
-                    None => KeyType::Aes256Gcm96,
-                    Some(t) if t.is_empty() => KeyType::Aes256Gcm96,
-                    Some(t) => KeyType::parse(&t)?,
-                };
+                let key_type = key_type_param(d)?;
                 let _guard = self.locks.lock(ctx.view.prefix(), name).await;
                 match load(&ctx.view, name)? {
                     Some(k) => k,
@@ -498,6 +478,26 @@ impl TransitEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// `exportable` and `allow_plaintext_backup` may only be false.
+fn refuse_export(d: &Data) -> Result<(), ApiError> {
+    for f in ["exportable", "allow_plaintext_backup"] {
+        if params::boolean(d, f)? == Some(true) {
+            return Err(ApiError::InvalidRequest(format!(
+                "{f} cannot be set: transit keys never leave the cell that made them"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `type` of a key to create; `aes256-gcm96` when absent.
+fn key_type_param(d: &Data) -> Result<KeyType, ApiError> {
+    match params::string(d, "type")? {
+        Some(t) if !t.is_empty() => Ok(KeyType::parse(&t)?),
+        _ => Ok(KeyType::Aes256Gcm96),
     }
 }
 
