@@ -13,7 +13,7 @@
 
 pub mod approle;
 pub mod cidr;
-pub mod glob;
+pub use sigil_gossip::glob;
 pub mod jwt;
 pub mod token_params;
 

@@ -1,5 +1,6 @@
 //! Vault-style glob matching, as `github.com/ryanuber/go-glob` does it for
-//! `bound_subject`, `bound_claims_type = "glob"` and friends.
+//! `bound_subject`, `bound_claims_type = "glob"` and friends; also how a
+//! segment of a revocation's identity pattern matches.
 //!
 //! The only metacharacter is `*`, which matches any run of characters (the
 //! empty run and `/` included); every other character, `?` and `[` among
@@ -113,9 +114,7 @@ mod tests {
         // A backtracking matcher takes exponential time on these.
         let text = "a".repeat(50_000);
         let pattern = format!("{}b", "*a".repeat(500));
-        let started = std::time::Instant::now();
         assert!(!glob_match(&pattern, &text));
         assert!(glob_match(&format!("{}*", "*a".repeat(500)), &text));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
