@@ -49,6 +49,74 @@ pub enum Simulation {
     /// delays and crashes, then a final heal; every replica must end
     /// identical.
     ControlPlane(SimulateControlPlaneArgs),
+    /// The revocation mesh: one revocation spread through N nodes in C
+    /// cells under latency, loss and an optional partition; prints when
+    /// the nodes enforced it (exit 1 if some never did).
+    Revocation(SimulateRevocationArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateRevocationArgs {
+    /// Nodes in the mesh, over every cell.
+    #[arg(long, default_value_t = 1_000)]
+    pub nodes: usize,
+    /// Cells the nodes are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub cells: usize,
+    /// Probability that a message is lost, as a fraction (0.01) or a
+    /// percentage (1%).
+    #[arg(long, default_value = "0", value_parser = parse_loss)]
+    pub loss: f64,
+    /// Cut the last CELLS cells off from the others for SECONDS, from 1 s
+    /// before the revocation: CELLS:SECONDS.
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<(usize, u64)>,
+    /// Seed of every random choice [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Rumour tick, milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub tick_ms: u64,
+    /// Anti-entropy interval, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub anti_entropy_ms: u64,
+    /// Peers of a node's own cell each rumour batch goes to per tick.
+    #[arg(long, default_value_t = 2)]
+    pub fanout_local: usize,
+    /// Peers of other cells each rumour batch goes to per tick.
+    #[arg(long, default_value_t = 2)]
+    pub fanout_remote: usize,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_loss(s: &str) -> Result<f64, String> {
+    let (text, scale) = match s.strip_suffix('%') {
+        Some(t) => (t, 100.0),
+        None => (s, 1.0),
+    };
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    let v = v / scale;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("loss must be at least 0 and below 1 (100%)".into())
+    }
+}
+
+fn parse_partition(s: &str) -> Result<(usize, u64), String> {
+    let bad = || format!("{s:?}: want CELLS:SECONDS, such as 3:60");
+    let (c, secs) = s.split_once(':').ok_or_else(bad)?;
+    let c: usize = c.trim().parse().map_err(|_| bad())?;
+    let secs: u64 = secs.trim().parse().map_err(|_| bad())?;
+    if c == 0 || secs == 0 {
+        return Err(bad());
+    }
+    Ok((c, secs))
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +566,9 @@ pub fn main() -> ExitCode {
         Command::Simulate {
             what: Simulation::ControlPlane(args),
         } => simulate_control_plane(&args),
+        Command::Simulate {
+            what: Simulation::Revocation(args),
+        } => simulate_revocation(&args),
         Command::CheckHistory { file } => check_history(&file),
         Command::Restart(args) => runtime.block_on(run_restart(args)),
     }
@@ -658,6 +729,44 @@ fn parse_outage(s: &str) -> Result<(usize, u64, u64), String> {
             d.trim().parse().map_err(|_| bad())?,
         )),
         _ => Err(bad()),
+    }
+}
+
+fn simulate_revocation(args: &SimulateRevocationArgs) -> ExitCode {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    if args.nodes < 2 || args.cells == 0 || args.cells > args.nodes {
+        eprintln!("Error: want at least 2 nodes and between 1 and --nodes cells");
+        return ExitCode::from(2);
+    }
+    if let Some((c, _)) = args.partition
+        && c >= args.cells
+    {
+        eprintln!("Error: --partition must leave at least one cell on the other side");
+        return ExitCode::from(2);
+    }
+    eprintln!("simulate revocation seed {seed}");
+    let mut cfg = crate::revocation_sim::SimConfig::new(args.nodes, args.cells, args.loss, seed);
+    cfg.partition = args
+        .partition
+        .map(|(cells, seconds)| crate::revocation_sim::Partition { cells, seconds });
+    cfg.tick_ms = args.tick_ms.max(1);
+    cfg.anti_entropy_ms = args.anti_entropy_ms.max(1);
+    cfg.settings.fanout_local = args.fanout_local;
+    cfg.settings.fanout_remote = args.fanout_remote;
+    let report = crate::revocation_sim::run(&cfg);
+    print!("{report}");
+    if args.json {
+        println!("{}", crate::revocation_sim::to_json(&report));
+    }
+    if report.converged() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -1008,6 +1117,46 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["sigil-chaos", "simulate", "nothing"]).is_err());
+        let cli = Cli::try_parse_from([
+            "sigil-chaos",
+            "simulate",
+            "revocation",
+            "--nodes",
+            "50",
+            "--cells",
+            "5",
+            "--loss",
+            "25%",
+            "--partition",
+            "2:60",
+            "--seed",
+            "3",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Simulate {
+                what: Simulation::Revocation(r),
+            } => {
+                assert_eq!(
+                    (r.nodes, r.cells, r.partition, r.seed),
+                    (50, 5, Some((2, 60)), Some(3))
+                );
+                assert!((r.loss - 0.25).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            ["--loss", "100%"],
+            ["--loss", "-1"],
+            ["--loss", "x"],
+            ["--partition", "3"],
+            ["--partition", "0:60"],
+            ["--partition", "3:0"],
+        ] {
+            let mut args = vec!["sigil-chaos", "simulate", "revocation"];
+            args.extend(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
         assert_eq!(parse_outage("2,10,3600"), Ok((2, 10, 3600)));
         assert!(parse_outage("2,10").is_err() && parse_outage("a,b,c").is_err());
     }

@@ -268,6 +268,7 @@ pub struct Received {
 /// One node's share of the mesh.
 #[derive(Debug)]
 pub struct Node {
+    id: String,
     cell: String,
     settings: Settings,
     filter: Filter,
@@ -276,8 +277,9 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cell: impl Into<String>, settings: Settings) -> Self {
+    pub fn new(id: impl Into<String>, cell: impl Into<String>, settings: Settings) -> Self {
         Self {
+            id: id.into(),
             cell: cell.into(),
             settings,
             filter: Filter::new(),
@@ -378,18 +380,28 @@ impl Node {
         v
     }
 
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// One gossip round: the rumour batches to send now, and to whom.
-    /// `peers` are the live peers (never this node).
+    /// `peers` are the live members of the mesh (this node among them or
+    /// not).
     pub fn tick(&mut self, peers: &[Peer], rng: &mut impl Random) -> Vec<(Peer, Message)> {
-        if self.rumours.is_empty() || peers.is_empty() {
+        if self.rumours.is_empty() {
             return Vec::new();
         }
-        let rounds = self.settings.rounds(peers.len());
+        let (local, remote): (Vec<&Peer>, Vec<&Peer>) = peers
+            .iter()
+            .filter(|p| p.id != self.id)
+            .partition(|p| p.cell == self.cell);
+        if local.is_empty() && remote.is_empty() {
+            return Vec::new();
+        }
+        let rounds = self.settings.rounds(local.len() + remote.len());
         for r in &mut self.rumours {
             r.rounds_left = r.rounds_left.min(rounds);
         }
-        let (local, remote): (Vec<&Peer>, Vec<&Peer>) =
-            peers.iter().partition(|p| p.cell == self.cell);
         let mut targets: Vec<&Peer> = Vec::new();
         pick(&local, self.settings.fanout_local, rng, &mut targets);
         pick(&remote, self.settings.fanout_remote, rng, &mut targets);
@@ -421,10 +433,14 @@ impl Node {
     /// One anti-entropy exchange: this node's digest, for one random peer
     /// (`None` with no peers).
     pub fn anti_entropy(&self, peers: &[Peer], rng: &mut impl Random) -> Option<(Peer, Message)> {
-        if peers.is_empty() {
+        let others = peers.iter().filter(|p| p.id != self.id).count();
+        if others == 0 {
             return None;
         }
-        let p = &peers[rng.below(peers.len())];
+        let p = peers
+            .iter()
+            .filter(|p| p.id != self.id)
+            .nth(rng.below(others))?;
         Some((p.clone(), Message::Digest(self.digest.clone())))
     }
 

@@ -23,13 +23,12 @@ fn peers() -> Vec<Peer> {
             });
         }
     }
-    v.retain(|p| p.id != "eu-0");
     v
 }
 
 #[test]
 fn a_new_record_seeds_every_cell_then_spreads_for_bounded_rounds() {
-    let mut node = Node::new("eu", Settings::default());
+    let mut node = Node::new("eu-0", "eu", Settings::default());
     let mut rng = SplitMix64::new(7);
     assert_eq!(node.learn(rec("r1"), true), Ok(Applied::New));
     assert_eq!(node.learn(rec("r1"), true), Ok(Applied::Known));
@@ -72,7 +71,7 @@ fn rounds_grow_with_the_log_of_the_mesh() {
 
 #[test]
 fn duplicates_are_dropped_and_lifts_are_news() {
-    let mut node = Node::new("us", Settings::default());
+    let mut node = Node::new("us-0", "us", Settings::default());
     let out = node.receive(Message::Rumours(vec![rec("a"), rec("b"), rec("a")]));
     assert_eq!(out.applied.len(), 2);
     let out = node.receive(Message::Rumours(vec![rec("a")]));
@@ -93,8 +92,8 @@ fn duplicates_are_dropped_and_lifts_are_news() {
 
 #[test]
 fn anti_entropy_reconciles_two_nodes_in_one_exchange() {
-    let mut a = Node::new("eu", Settings::default());
-    let mut b = Node::new("us", Settings::default());
+    let mut a = Node::new("eu-0", "eu", Settings::default());
+    let mut b = Node::new("us-0", "us", Settings::default());
     for i in 0..200 {
         let r = rec(&format!("r{i}"));
         if i % 3 != 0 {
@@ -133,8 +132,8 @@ fn anti_entropy_reconciles_two_nodes_in_one_exchange() {
 
 #[test]
 fn expiry_keeps_the_digest_in_step() {
-    let mut a = Node::new("eu", Settings::default());
-    let mut b = Node::new("eu", Settings::default());
+    let mut a = Node::new("eu-0", "eu", Settings::default());
+    let mut b = Node::new("eu-0", "eu", Settings::default());
     let mut short = rec("short");
     short.expires_ms = 2_000;
     a.learn(short, false).expect("valid");
