@@ -99,6 +99,14 @@ impl ControlPlane {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// The stored replica's version (its encoded version vector and clock):
+    /// it changes with every op applied in the cell, and costs one local
+    /// read, so callers can tell whether anything moved without loading
+    /// the replica.
+    pub fn stored_version(&self) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self.barrier.get(META_KEY)?.map(|v| v.to_vec()))
+    }
+
     /// Reads the replica with `f`.
     pub async fn read<T>(&self, f: impl FnOnce(&Replica) -> T) -> Result<T, ApiError> {
         let mut guard = self.replica.lock().await;

@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod raft;
+pub mod revocations;
 pub mod seal;
 pub mod server;
 pub mod shamir;

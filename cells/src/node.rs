@@ -14,8 +14,9 @@ use crate::control_plane::ControlPlane;
 use crate::lease::LeaseSettings;
 use crate::logical::{Consistency, Operation, Request, Response};
 use crate::metrics::Metrics;
-use crate::pipeline::{NoRevocations, Pipeline, RevocationFilter};
+use crate::pipeline::Pipeline;
 use crate::raft::RaftCell;
+use crate::revocations::Revocations;
 use crate::seal::machine::RekeyTarget;
 use crate::seal::{
     self, ClusterInfo, GenerateRootStatus, InitOutput, InitParams, RekeyStatus, SealManager,
@@ -61,7 +62,8 @@ pub struct Node {
     /// generation moves on, dropped on seal.
     pipeline: RwLock<Option<Arc<Pipeline>>>,
     pipeline_build: tokio::sync::Mutex<()>,
-    revocation: Arc<dyn RevocationFilter>,
+    /// The revocations this node enforces, rebuilt from the control plane.
+    revocations: Arc<Revocations>,
     metrics: Arc<Metrics>,
     /// The node's Raft when it runs in a cell (every `sigil server`); `None`
     /// for a node on local storage (tests of the layers above Raft).
@@ -129,7 +131,7 @@ impl Node {
             api_addr,
             pipeline: RwLock::new(None),
             pipeline_build: tokio::sync::Mutex::new(()),
-            revocation: Arc::new(NoRevocations),
+            revocations: Arc::new(Revocations::new()),
             metrics: Arc::new(Metrics::new()),
             cell,
             lease_settings: LeaseSettings::default(),
@@ -335,11 +337,21 @@ impl Node {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(p) = pipeline
-            && let Err(e) = p.refresh().await
-        {
-            tracing::error!(error = %e, "refreshing replicated tables failed");
+        if let Some(p) = pipeline {
+            if let Err(e) = p.refresh().await {
+                tracing::error!(error = %e, "refreshing replicated tables failed");
+            }
+            match self.revocations.reload(&self.control).await {
+                Ok(true) => tracing::debug!("revocation filter rebuilt"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "rebuilding the revocation filter failed"),
+            }
         }
+    }
+
+    /// The revocations this node enforces.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// The cell's state was replaced by an operator's snapshot: reload the
@@ -401,10 +413,13 @@ impl Node {
         }
         // A new unseal, or a restored snapshot: nothing cached is trusted.
         self.control.forget();
+        // Revocations are enforced from the first request on.
+        self.revocations.clear();
+        self.revocations.reload(&self.control).await?;
         let p = Arc::new(
             Pipeline::load(
                 self.seal.clone(),
-                self.revocation.clone(),
+                self.revocations.clone(),
                 self.metrics.clone(),
                 self.cell.clone(),
                 self.lease_settings,

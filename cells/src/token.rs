@@ -63,6 +63,11 @@ pub struct TokenEntry {
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
     pub created_unix: i64,
+    /// Creation time in milliseconds since the epoch, for revocations that
+    /// kill what was issued before a moment (0 in entries written before
+    /// it was recorded).
+    #[serde(default)]
+    pub created_ms: u64,
     /// TTL granted at creation or last renewal, seconds; 0 never expires.
     #[serde(default)]
     pub ttl: u64,
@@ -257,6 +262,7 @@ impl TokenStore {
             display_name: "root".into(),
             meta: BTreeMap::new(),
             created_unix: now_unix,
+            created_ms: created_ms(now_unix),
             ttl: 0,
             expire_unix: None,
             explicit_max_ttl: 0,
@@ -302,6 +308,7 @@ impl TokenStore {
             display_name: spec.display_name,
             meta: spec.meta,
             created_unix: now,
+            created_ms: created_ms(now),
             ttl: spec.ttl,
             expire_unix,
             explicit_max_ttl: spec.explicit_max_ttl,
@@ -700,6 +707,22 @@ fn secs(s: u64) -> i64 {
 /// and is never used to build a storage key.
 fn is_accessor_shaped(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The creation time in milliseconds: the wall clock's, when it falls in
+/// the second the caller says it is (tests pass fixed seconds), else the
+/// start of that second.
+fn created_ms(now_unix: i64) -> u64 {
+    let second = u64::try_from(now_unix).unwrap_or(0) * 1_000;
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    if (second..second + 1_000).contains(&wall) {
+        wall
+    } else {
+        second
+    }
 }
 
 fn new_accessor() -> String {

@@ -869,3 +869,182 @@ async fn namespaces_are_shared_and_a_namespaced_request_is_refused() {
         n.shutdown().await;
     }
 }
+
+/// Logs in through AppRole `role` at `base` and returns the client token.
+async fn approle_login(base: &str, root: &str, role: &str) -> String {
+    let (_, id) = http(
+        base,
+        "GET",
+        &format!("auth/app/role/{role}/role-id"),
+        Some(root),
+        "",
+    )
+    .await;
+    let (_, secret) = http(
+        base,
+        "POST",
+        &format!("auth/app/role/{role}/secret-id"),
+        Some(root),
+        "{}",
+    )
+    .await;
+    let body = format!(
+        r#"{{"role_id":"{}","secret_id":"{}"}}"#,
+        id["data"]["role_id"].as_str().expect("role id"),
+        secret["data"]["secret_id"].as_str().expect("secret id")
+    );
+    let (code, out) = http(base, "POST", "auth/app/login", None, &body).await;
+    assert_eq!(code, 200, "{out}");
+    out["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_issued_in_one_cell_kills_tokens_in_every_cell() {
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/auth/app",
+        Some(ra),
+        r#"{"type":"approle","global":true}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    for role in ["billing", "search"] {
+        let (code, out) = http(
+            &a,
+            "POST",
+            &format!("auth/app/role/{role}"),
+            Some(ra),
+            r#"{"token_policies":["default"]}"#,
+        )
+        .await;
+        assert_eq!(code, 204, "{out}");
+    }
+    until("B has both roles", async || {
+        let (c1, _) = http(&b, "GET", "auth/app/role/billing", Some(rb), "").await;
+        let (c2, _) = http(&b, "GET", "auth/app/role/search", Some(rb), "").await;
+        (c1 == 200 && c2 == 200).then_some(())
+    })
+    .await;
+    let billing_a = approle_login(&a, ra, "billing").await;
+    let billing_b = approle_login(&b, rb, "billing").await;
+    let search_b = approle_login(&b, rb, "search").await;
+    let alive = async |base: &str, token: &str| {
+        http(base, "GET", "auth/token/lookup-self", Some(token), "")
+            .await
+            .0
+            == 200
+    };
+    assert!(alive(&a, &billing_a).await && alive(&b, &billing_b).await);
+
+    // Bad input is refused and writes nothing.
+    for body in [
+        r#"{"reason":"x"}"#,
+        r#"{"identity":"approle:billing","accessor":"a","reason":"x"}"#,
+        r#"{"identity":"approle:billing"}"#,
+        r#"{"identity":"*","reason":"x"}"#,
+        r#"{"identity":"approle:billing","reason":"x","kind":"maybe"}"#,
+        r#"{"identity":"approle:billing","reason":"x","ttl":"0s"}"#,
+        r#"{"role":"billing","reason":"x"}"#,
+        r#"{"identity":"approle:billing","reason":"x","colour":"red"}"#,
+    ] {
+        let (code, out) = http(&a, "POST", "sys/revocations", Some(ra), body).await;
+        assert_eq!(code, 400, "{body}: {out}");
+    }
+    assert_eq!(
+        http(&a, "LIST", "sys/revocations", Some(ra), "").await.0,
+        404
+    );
+    // Only sudo may revoke.
+    let (code, _) = http(
+        &a,
+        "POST",
+        "sys/revocations",
+        Some(&billing_a),
+        r#"{"identity":"approle:billing","reason":"x"}"#,
+    )
+    .await;
+    assert_eq!(code, 403);
+
+    let (code, rev) = http(
+        &a,
+        "POST",
+        "sys/revocations",
+        Some(ra),
+        r#"{"identity":"approle:billing","reason":"secret ID leaked in a build log"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{rev}");
+    let id = rev["data"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(rev["data"]["enforced_here"], true);
+    // Enforced in A at once, in B as soon as the record arrives; the
+    // other identity keeps working throughout.
+    assert!(!alive(&a, &billing_a).await, "dead in A when acknowledged");
+    until("B enforces it", async || {
+        (!alive(&b, &billing_b).await).then_some(())
+    })
+    .await;
+    assert!(alive(&b, &search_b).await);
+    let (code, shown) = http(&b, "GET", &format!("sys/revocations/{id}"), Some(rb), "").await;
+    assert_eq!(code, 200, "{shown}");
+    assert_eq!(shown["data"]["match"]["identity"], "approle:billing");
+    assert_eq!(shown["data"]["enforced_here"], true);
+    // A plain revocation lets new logins in, and cannot be lifted.
+    let fresh = approle_login(&b, rb, "billing").await;
+    assert!(
+        alive(&b, &fresh).await,
+        "a login after the revocation works"
+    );
+    let (code, out) = http(&a, "DELETE", &format!("sys/revocations/{id}"), Some(ra), "").await;
+    assert_eq!(code, 400, "{out}");
+
+    // A quarantine also refuses new logins, in every cell, until lifted.
+    let (code, q) = http(
+        &b,
+        "POST",
+        "sys/revocations",
+        Some(rb),
+        r#"{"kind":"quarantine","role":"auth/app/search","reason":"investigating"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{q}");
+    let qid = q["data"]["id"].as_str().expect("id").to_owned();
+    assert!(!alive(&b, &search_b).await);
+    until("A refuses new search logins", async || {
+        let (_, id) = http(&a, "GET", "auth/app/role/search/role-id", Some(ra), "").await;
+        let (_, secret) = http(&a, "POST", "auth/app/role/search/secret-id", Some(ra), "{}").await;
+        let body = format!(
+            r#"{{"role_id":"{}","secret_id":"{}"}}"#,
+            id["data"]["role_id"].as_str().unwrap_or_default(),
+            secret["data"]["secret_id"].as_str().unwrap_or_default()
+        );
+        (http(&a, "POST", "auth/app/login", None, &body).await.0 == 403).then_some(())
+    })
+    .await;
+    let (code, out) = http(
+        &a,
+        "DELETE",
+        &format!("sys/revocations/{qid}"),
+        Some(ra),
+        "",
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let again = approle_login(&a, ra, "search").await;
+    assert!(alive(&a, &again).await, "lifted: logins work again");
+    let (_, listed) = http(&b, "LIST", "sys/revocations", Some(rb), "").await;
+    assert_eq!(
+        listed["data"]["keys"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}

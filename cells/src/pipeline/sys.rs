@@ -174,6 +174,7 @@ pub(super) async fn handle(
         }
         ("control-plane", rest) => super::control_plane_api::handle(p, req, rest).await,
         ("namespaces", rest) => super::namespaces::handle(p, req, rest).await,
+        ("revocations", rest) => super::revocations_api::handle(p, req, rest).await,
         ("metrics", "") if op == Operation::Read => {
             let format = params::string(&req.data, "format")?.unwrap_or_default();
             p.metrics_response(&format)
@@ -191,6 +192,7 @@ fn known_head(head: &str) -> bool {
         "mounts"
             | "auth"
             | "namespaces"
+            | "revocations"
             | "remount"
             | "policy"
             | "policies"
