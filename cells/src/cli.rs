@@ -16,6 +16,7 @@ mod cluster_certs;
 mod dev_cell;
 mod federation;
 mod generic;
+mod incident;
 mod input;
 mod kv;
 mod lease;
@@ -169,6 +170,11 @@ pub enum Command {
         #[command(subcommand)]
         command: federation::ControlPlaneCommand,
     },
+    /// Revoke stolen credentials in every cell; watch and lift revocations.
+    Incident {
+        #[command(subcommand)]
+        command: incident::IncidentCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +278,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Lease { command } => finish(lease::run(command).await),
         Command::Cells { command } => finish(federation::run_cells(command).await),
         Command::ControlPlane { command } => finish(federation::run_control_plane(command).await),
+        Command::Incident { command } => finish(incident::run(command).await),
     }
 }
 

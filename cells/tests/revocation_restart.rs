@@ -22,8 +22,14 @@ fn token(url: &str, root: &str) -> (String, String) {
     );
     assert_eq!(code, 200, "{out}");
     (
-        out["auth"]["client_token"].as_str().expect("token").to_owned(),
-        out["auth"]["accessor"].as_str().expect("accessor").to_owned(),
+        out["auth"]["client_token"]
+            .as_str()
+            .expect("token")
+            .to_owned(),
+        out["auth"]["accessor"]
+            .as_str()
+            .expect("accessor")
+            .to_owned(),
     )
 }
 
@@ -74,5 +80,8 @@ fn a_restarted_node_enforces_revocations_before_its_first_request() {
     assert_eq!(code, 200, "{listed}");
     assert_eq!(listed["data"]["keys"].as_array().map(Vec::len), Some(1));
     let log = server.stderr();
-    assert!(!log.contains(&stolen) && !log.contains(&root), "no token reaches the log");
+    assert!(
+        !log.contains(&stolen) && !log.contains(&root),
+        "no token reaches the log"
+    );
 }
