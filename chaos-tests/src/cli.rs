@@ -233,6 +233,33 @@ pub enum BenchSuite {
     /// and p99 from a policy write's acknowledgement in one cell to every
     /// node of the others serving it, and bytes across cells per op.
     ControlPlane(ControlPlaneBenchArgs),
+    /// Global revocation on loopback: federated cells of real processes, a
+    /// workload's token in use on every node of every cell, its identity
+    /// revoked in the first cell; p50/p99 from the acknowledgement to the
+    /// last node refusing the token.
+    Revocation(RevocationBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevocationBenchArgs {
+    /// Federated cells (1 to 5); the revocation is issued in the first.
+    #[arg(long, default_value_t = 3)]
+    pub cells: usize,
+    /// Nodes per cell.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Revocations measured, one after another.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// The `sigil` binary [default: `sigil` beside this binary].
+    #[arg(long, value_name = "PATH")]
+    pub sigil: Option<PathBuf>,
+    /// Where the nodes' data goes [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -560,6 +587,7 @@ pub fn main() -> ExitCode {
         Command::Bench(mut args) => match args.suite.take() {
             Some(BenchSuite::Leases(leases)) => runtime.block_on(run_leases(*leases)),
             Some(BenchSuite::ControlPlane(cp)) => runtime.block_on(run_control_plane_bench(cp)),
+            Some(BenchSuite::Revocation(r)) => runtime.block_on(run_revocation_bench(r)),
             None => runtime.block_on(run_bench(*args)),
         },
         Command::Scenario(args) => runtime.block_on(run_scenario(args)),
@@ -703,6 +731,56 @@ async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
             println!(
                 "control-plane propagation: {} cells x {} nodes, {} ops, +{} ms one-way between cells",
                 args.cells, args.nodes, args.ops, args.delay_ms
+            );
+            for (k, v) in &f {
+                println!("  {k}: {v}");
+            }
+            if args.json {
+                println!("{}", serde_json::Value::Object(f));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_revocation_bench(args: RevocationBenchArgs) -> ExitCode {
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
+    };
+    if !(1..=5).contains(&args.cells) || args.nodes == 0 || args.runs == 0 {
+        eprintln!("Error: --cells must be 1 to 5, --nodes and --runs at least 1");
+        return ExitCode::from(2);
+    }
+    let temp = match tempfile::Builder::new()
+        .prefix("sigil-chaos-revocation-")
+        .tempdir()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = crate::revocation_bench::BenchConfig {
+        sigil,
+        dir: args
+            .dir
+            .clone()
+            .unwrap_or_else(|| temp.path().to_path_buf()),
+        cells: args.cells,
+        nodes: args.nodes,
+        runs: args.runs,
+    };
+    match crate::revocation_bench::bench(&config).await {
+        Ok(f) => {
+            println!(
+                "revocation: {} cells x {} nodes, {} runs, acknowledgement to the last node refusing the token",
+                args.cells, args.nodes, args.runs
             );
             for (k, v) in &f {
                 println!("  {k}: {v}");

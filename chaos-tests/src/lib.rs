@@ -73,6 +73,7 @@ pub mod linearizability;
 pub mod proxy;
 pub mod report;
 pub mod restart;
+pub mod revocation_bench;
 pub mod revocation_sim;
 pub mod scenario;
 mod token;

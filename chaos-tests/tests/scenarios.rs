@@ -83,3 +83,27 @@ async fn both_sides_of_a_partition_keep_serving_and_merge_with_the_conflict_repo
 async fn five_simulated_cells_with_partitions_and_crashes_end_identical() {
     run(Name::ControlPlaneSimulation, 5, 0).await;
 }
+
+/// The revocation bench end to end on a small federation: every node of
+/// every cell refuses the revoked identity's token in every run (the
+/// figures themselves are for `sigil-chaos bench revocation`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_bench_sees_every_node_refuse_the_token() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = sigil_chaos::revocation_bench::bench(&sigil_chaos::revocation_bench::BenchConfig {
+        sigil: sigil(),
+        dir: dir.path().to_path_buf(),
+        cells: 2,
+        nodes: 2,
+        runs: 3,
+    })
+    .await
+    .expect("bench runs");
+    assert_eq!(f["missed"], 0, "{f:?}");
+    assert_eq!(f["runs"], 3);
+    assert!(
+        f["last_node_p99_ms"].as_f64().is_some_and(f64::is_finite),
+        "{f:?}"
+    );
+}
