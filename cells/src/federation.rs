@@ -108,7 +108,8 @@ pub fn service(
 }
 
 /// Starts pulling from every peer while this node leads, and the leader's
-/// housekeeping: its own registry entry, expired revocations.
+/// housekeeping: global mounts and their roles, the cleanup of new
+/// revocations in this cell, its own registry entry, expired revocations.
 pub fn spawn(
     node: Arc<Node>,
     own: &NodeCertificate,
@@ -187,10 +188,13 @@ pub fn spawn(
             if !(node.is_serving() && node.leads()) {
                 continue;
             }
-            if let Ok(p) = node.pipeline().await
-                && let Err(e) = p.reconcile_global_mounts().await
-            {
-                tracing::warn!(error = %e, "cannot reconcile global mounts; retrying");
+            if let Ok(p) = node.pipeline().await {
+                if let Err(e) = p.reconcile_global_mounts().await {
+                    tracing::warn!(error = %e, "cannot reconcile global mounts; retrying");
+                }
+                if let Err(e) = p.clean_up_revocations().await {
+                    tracing::warn!(error = %e, "cannot clean up revocations; retrying");
+                }
             }
             if last_full.elapsed() < HOUSEKEEPING {
                 continue;

@@ -20,6 +20,7 @@ mod namespaces;
 mod policies;
 mod quotas;
 mod raft_ops;
+mod revocation_cleanup;
 mod revocations_api;
 mod sys;
 pub(crate) mod token_auth;
@@ -256,6 +257,12 @@ impl Pipeline {
     /// The cell's control-plane replica.
     pub fn control(&self) -> &Arc<ControlPlane> {
         &self.control
+    }
+
+    /// Revokes, in this cell's storage, what revocation records match and
+    /// this cell has not cleaned up yet (the leader runs it).
+    pub async fn clean_up_revocations(&self) -> Result<usize, ApiError> {
+        revocation_cleanup::run(self).await
     }
 
     /// Enables and disables this cell's copies of global mounts to match

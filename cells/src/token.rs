@@ -579,6 +579,17 @@ impl TokenStore {
             .list(&format!("{IDENTITY_PREFIX}{}/", hex::encode(identity)))
     }
 
+    /// Every identity some live token was issued to.
+    pub fn identities(&self) -> Result<Vec<String>, BarrierError> {
+        Ok(self
+            .barrier
+            .list_dir(IDENTITY_PREFIX)?
+            .into_iter()
+            .filter_map(|dir| hex::decode(dir.trim_end_matches('/')).ok())
+            .filter_map(|raw| String::from_utf8(raw).ok())
+            .collect())
+    }
+
     /// Every accessor (for `auth/token/accessors`).
     pub fn accessors(&self) -> Result<Vec<String>, BarrierError> {
         self.barrier.list(ACCESSOR_PREFIX)
@@ -960,11 +971,15 @@ mod tests {
         };
         let (_, a) = wait(store.create(spec.clone(), 1)).expect("create");
         let (_, b) = wait(store.create(spec, 1)).expect("create");
-        let mut want = vec![a.hash.clone(), b.hash];
+        let mut want = vec![a.hash.clone(), b.hash.clone()];
         want.sort();
         assert_eq!(
             store.by_identity("spiffe://prod/ns/web").expect("list"),
             want
+        );
+        assert_eq!(
+            store.identities().expect("identities"),
+            ["spiffe://prod/ns/web"]
         );
         wait(store.revoke_tree(&a.hash)).expect("revoke");
         assert_eq!(
@@ -974,5 +989,21 @@ mod tests {
                 .len(),
             1
         );
+        let (_, c) = wait(store.create(spec_of("approle:ci"), 1)).expect("create");
+        wait(store.revoke_tree(&b.hash)).expect("revoke");
+        assert_eq!(
+            store.identities().expect("identities"),
+            ["approle:ci"],
+            "an identity with no token left is not listed"
+        );
+        assert_eq!(c.identity.as_deref(), Some("approle:ci"));
+    }
+
+    fn spec_of(identity: &str) -> NewToken {
+        NewToken {
+            identity: Some(identity.into()),
+            ttl: 60,
+            ..NewToken::default()
+        }
     }
 }

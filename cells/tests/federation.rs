@@ -870,6 +870,14 @@ async fn namespaces_are_shared_and_a_namespaced_request_is_refused() {
     }
 }
 
+async fn accessor_of(base: &str, token: &str) -> String {
+    let (_, me) = http(base, "GET", "auth/token/lookup-self", Some(token), "").await;
+    me["data"]["accessor"]
+        .as_str()
+        .expect("accessor")
+        .to_owned()
+}
+
 /// Logs in through AppRole `role` at `base` and returns the client token.
 async fn approle_login(base: &str, root: &str, role: &str) -> String {
     let (_, id) = http(
@@ -995,6 +1003,25 @@ async fn a_revocation_issued_in_one_cell_kills_tokens_in_every_cell() {
     assert_eq!(code, 200, "{shown}");
     assert_eq!(shown["data"]["match"]["identity"], "approle:billing");
     assert_eq!(shown["data"]["enforced_here"], true);
+    // Each cell's leader revokes the matching tokens in its own storage
+    // (so they stay dead after the record expires), and reports it.
+    let cleaned = until("B cleans up", async || {
+        let (_, r) = http(&b, "GET", &format!("sys/revocations/{id}"), Some(rb), "").await;
+        r["data"]["cleanup_here"]["tokens_revoked"]
+            .as_u64()
+            .filter(|n| *n >= 1)
+    })
+    .await;
+    assert_eq!(cleaned, 1, "B held one billing token");
+    let (code, _) = http(
+        &b,
+        "POST",
+        "auth/token/lookup-accessor",
+        Some(rb),
+        &format!(r#"{{"accessor":"{}"}}"#, accessor_of(&b, &search_b).await),
+    )
+    .await;
+    assert_eq!(code, 200, "the other identity's token is untouched");
     // A plain revocation lets new logins in, and cannot be lifted.
     let fresh = approle_login(&b, rb, "billing").await;
     assert!(

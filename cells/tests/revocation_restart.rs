@@ -37,12 +37,17 @@ fn lookup_self(url: &str, token: &str) -> u16 {
     call(url, "GET", "auth/token/lookup-self", Some(token), "").0
 }
 
+fn still_stored(url: &str, root: &str, accessor: &str) -> bool {
+    let body = format!(r#"{{"accessor":"{accessor}"}}"#);
+    call(url, "POST", "auth/token/lookup-accessor", Some(root), &body).0 == 200
+}
+
 #[test]
 fn a_restarted_node_enforces_revocations_before_its_first_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = common::write_config(dir.path(), "");
     let mut server = common::ServerProcess::start(&config, &[]);
-    let url = server.http_url.clone();
+    let mut url = server.http_url.clone();
     let (code, init) = put_json(
         &url,
         "sys/init",
@@ -52,36 +57,50 @@ fn a_restarted_node_enforces_revocations_before_its_first_request() {
     let key = init["keys"][0].as_str().expect("key").to_owned();
     let root = init["root_token"].as_str().expect("root").to_owned();
     unseal(&url, &key);
-    let (stolen, stolen_accessor) = token(&url, &root);
     let (innocent, _) = token(&url, &root);
-    assert_eq!(lookup_self(&url, &stolen), 200);
 
-    let (code, rev) = call(
-        &url,
-        "POST",
-        "sys/revocations",
-        Some(&root),
-        &format!(r#"{{"accessor":"{stolen_accessor}","reason":"token in a screenshot"}}"#),
-    );
-    assert_eq!(code, 200, "{rev}");
-    assert_eq!(lookup_self(&url, &stolen), 403);
-    assert_eq!(lookup_self(&url, &innocent), 200);
-
-    // SIGKILL, then a new process on the same data.
-    server.kill();
-    let config = common::write_config(dir.path(), "");
-    let server = common::ServerProcess::start(&config, &[]);
-    let url = server.http_url.clone();
-    unseal(&url, &key);
-    // The very first request after the unseal is the revoked token's.
-    assert_eq!(lookup_self(&url, &stolen), 403);
-    assert_eq!(lookup_self(&url, &innocent), 200);
+    // The leader also revokes matching tokens in storage shortly after a
+    // record commits. The point here is the filter rebuilt at start, so
+    // the node is killed at once, and an attempt where the cleanup won the
+    // race (the token no longer stored after the restart) is run again.
+    let mut proven = false;
+    for attempt in 0..5 {
+        let (stolen, stolen_accessor) = token(&url, &root);
+        assert_eq!(lookup_self(&url, &stolen), 200);
+        let (code, rev) = call(
+            &url,
+            "POST",
+            "sys/revocations",
+            Some(&root),
+            &format!(
+                r#"{{"accessor":"{stolen_accessor}","reason":"token in a screenshot {attempt}"}}"#
+            ),
+        );
+        assert_eq!(code, 200, "{rev}");
+        server.kill();
+        let config = common::write_config(dir.path(), "");
+        server = common::ServerProcess::start(&config, &[]);
+        url = server.http_url.clone();
+        unseal(&url, &key);
+        // The very first request after the unseal is the revoked token's.
+        assert_eq!(lookup_self(&url, &stolen), 403, "attempt {attempt}");
+        assert_eq!(lookup_self(&url, &innocent), 200);
+        let log = server.stderr();
+        assert!(
+            !log.contains(&stolen) && !log.contains(&root),
+            "no token reaches the log"
+        );
+        if still_stored(&url, &root, &stolen_accessor) {
+            proven = true;
+            break;
+        }
+    }
+    assert!(proven, "the cleanup won the race every time");
     let (code, listed) = call(&url, "LIST", "sys/revocations", Some(&root), "");
     assert_eq!(code, 200, "{listed}");
-    assert_eq!(listed["data"]["keys"].as_array().map(Vec::len), Some(1));
-    let log = server.stderr();
     assert!(
-        !log.contains(&stolen) && !log.contains(&root),
-        "no token reaches the log"
+        listed["data"]["keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty())
     );
 }

@@ -507,7 +507,7 @@ impl Pipeline {
 
     /// Queues every lease under `prefix` for the manager (asynchronous
     /// revoke-prefix).
-    async fn expire_bulk(&self, prefix: &str) -> Result<usize, ApiError> {
+    pub(super) async fn expire_bulk(&self, prefix: &str) -> Result<usize, ApiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut n = 0;
         let mut after: Option<String> = None;

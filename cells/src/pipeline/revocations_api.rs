@@ -178,6 +178,7 @@ fn shown(id: &str, r: &RevocationRecord, p: &Pipeline) -> Json {
         "expires_at": rfc3339_ms(r.expires_ms),
         "lifted": r.lifted,
         "enforced_here": p.revocation.enforces(id),
+        "cleanup_here": super::revocation_cleanup::report(p, id).ok().flatten(),
     })
 }
 
