@@ -74,6 +74,7 @@ pub mod proxy;
 pub mod report;
 pub mod restart;
 pub mod revocation_bench;
+pub mod revocation_scenario;
 pub mod revocation_sim;
 pub mod scenario;
 mod token;

@@ -20,6 +20,8 @@
 //!   follower carrying the write's `X-Sigil-Index` always sees the write.
 //! - `control-plane-propagation` and `control-plane-partition`: two
 //!   federated cells of three nodes each ([`crate::control_plane`]).
+//! - `revocation-partition`: three federated cells, one cut off while an
+//!   identity is revoked in another ([`crate::revocation_scenario`]).
 //! - `control-plane-simulation`: five cells in the deterministic simulation
 //!   of `simulate control-plane` ([`crate::control_plane_sim`]), with
 //!   random partitions, delays and crashes; every replica must end identical.
@@ -46,6 +48,7 @@ pub enum Name {
     ControlPlanePropagation,
     ControlPlanePartition,
     ControlPlaneSimulation,
+    RevocationPartition,
 }
 
 impl Name {
@@ -58,6 +61,7 @@ impl Name {
             Name::ControlPlanePropagation => "control-plane-propagation",
             Name::ControlPlanePartition => "control-plane-partition",
             Name::ControlPlaneSimulation => "control-plane-simulation",
+            Name::RevocationPartition => "revocation-partition",
         }
     }
 }
@@ -175,7 +179,10 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
     };
     if matches!(
         config.name,
-        Name::ControlPlanePropagation | Name::ControlPlanePartition | Name::ControlPlaneSimulation
+        Name::ControlPlanePropagation
+            | Name::ControlPlanePartition
+            | Name::ControlPlaneSimulation
+            | Name::RevocationPartition
     ) {
         let started = Instant::now();
         match config.name {
@@ -184,6 +191,9 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
             }
             Name::ControlPlanePartition => {
                 crate::control_plane::partition(config, &dir, &mut report).await?;
+            }
+            Name::RevocationPartition => {
+                crate::revocation_scenario::partition(config, &dir, &mut report).await?;
             }
             _ => crate::control_plane::simulation(config, &mut report),
         }
@@ -235,7 +245,8 @@ pub async fn run(config: &ScenarioConfig) -> Result<Report, Error> {
         Name::ReadYourWrites => read_your_writes(&mut cell, &mut report).await?,
         Name::ControlPlanePropagation
         | Name::ControlPlanePartition
-        | Name::ControlPlaneSimulation => {}
+        | Name::ControlPlaneSimulation
+        | Name::RevocationPartition => {}
     }
     report
         .figures

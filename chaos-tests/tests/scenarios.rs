@@ -107,3 +107,8 @@ async fn the_revocation_bench_sees_every_node_refuse_the_token() {
         "{f:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_cell_keeps_serving_and_enforces_a_revocation_after_the_heal() {
+    run(Name::RevocationPartition, 3, 0).await;
+}
