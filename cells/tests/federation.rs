@@ -1075,3 +1075,187 @@ async fn a_revocation_issued_in_one_cell_kills_tokens_in_every_cell() {
         n.shutdown().await;
     }
 }
+
+async fn pg_role_exists(pg: &sigil_cell::testkit::postgres::PgServer, user: &str) -> bool {
+    let client = pg.client().await.expect("superuser client");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .expect("query")
+        .get(0);
+    n > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoking_a_spiffe_pattern_drops_its_database_users_in_every_cell() {
+    use sigil_cell::testkit::jwt::JwtIssuer;
+    use sigil_cell::testkit::postgres::PgServer;
+    const ISSUER: &str = "https://spire.prod.example";
+    let pg = PgServer::start().await.expect("start PostgreSQL");
+    let issuer = JwtIssuer::new();
+    let fed = federation(&["eu-west", "us-east"]).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let cells = [(a.as_str(), ra), (b.as_str(), rb)];
+    for (path, body) in [
+        (
+            "sys/policies/acl/creds",
+            r#"{"policy":"path \"db/creds/app\" { capabilities = [\"read\"] }"}"#.to_owned(),
+        ),
+        ("sys/auth/jwt", r#"{"type":"jwt","global":true}"#.to_owned()),
+        (
+            "sys/mounts/db",
+            r#"{"type":"database","global":true}"#.to_owned(),
+        ),
+    ] {
+        let (code, out) = http(&a, "POST", path, Some(ra), &body).await;
+        assert_eq!(code, 204, "{path}: {out}");
+    }
+    until("B has both global mounts", async || {
+        let (_, m) = http(&b, "GET", "sys/mounts", Some(rb), "").await;
+        let (_, au) = http(&b, "GET", "sys/auth", Some(rb), "").await;
+        (m["data"]["db/"]["type"] == "database" && au["data"]["jwt/"]["type"] == "jwt")
+            .then_some(())
+    })
+    .await;
+    // Each cell's own issuer trust and database connection.
+    let jwt_config = serde_json::json!({
+        "jwt_validation_pubkeys": [issuer.public_pem()],
+        "bound_issuer": ISSUER,
+    })
+    .to_string();
+    let pg_config = serde_json::json!({
+        "plugin_name": "postgresql-database-plugin",
+        "connection_url": pg.connection_url_template(),
+        "username": pg.superuser(),
+        "password": pg.password(),
+        "allowed_roles": "*",
+    })
+    .to_string();
+    for (base, root) in cells {
+        let (code, out) = http(base, "POST", "auth/jwt/config", Some(root), &jwt_config).await;
+        assert_eq!(code, 204, "{out}");
+        let (code, out) = http(base, "POST", "db/config/pg", Some(root), &pg_config).await;
+        assert_eq!(code, 204, "{out}");
+    }
+    for (path, body) in [
+        (
+            "auth/jwt/role/svid",
+            r#"{"role_type":"jwt","user_claim":"sub","bound_audiences":["sigil"],"token_policies":["creds"]}"#,
+        ),
+        (
+            "db/roles/app",
+            r#"{"db_name":"pg","creation_statements":"CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';","default_ttl":"1h"}"#,
+        ),
+    ] {
+        let (code, out) = http(&a, "POST", path, Some(ra), body).await;
+        assert_eq!(code, 204, "{path}: {out}");
+    }
+    until("B has both roles", async || {
+        let (r1, _) = http(&b, "GET", "auth/jwt/role/svid", Some(rb), "").await;
+        let (r2, _) = http(&b, "GET", "db/roles/app", Some(rb), "").await;
+        (r1 == 200 && r2 == 200).then_some(())
+    })
+    .await;
+
+    // Two workloads log in to each cell with their JWT-SVIDs and take a
+    // database user each.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let svid = |sub: &str| {
+        issuer.sign(&serde_json::json!({
+            "iss": ISSUER, "sub": sub, "aud": "sigil", "iat": now, "exp": now + 3600,
+        }))
+    };
+    let mut tokens = std::collections::BTreeMap::new();
+    let mut users = std::collections::BTreeMap::new();
+    for (ci, (base, _)) in cells.iter().enumerate() {
+        for ns in ["payments", "search"] {
+            let body = serde_json::json!({
+                "role": "svid",
+                "jwt": svid(&format!("spiffe://prod.example/ns/{ns}/sa/api")),
+            })
+            .to_string();
+            let (code, out) = http(base, "POST", "auth/jwt/login", None, &body).await;
+            assert_eq!(code, 200, "{out}");
+            let token = out["auth"]["client_token"]
+                .as_str()
+                .expect("token")
+                .to_owned();
+            let (code, creds) = http(base, "GET", "db/creds/app", Some(&token), "").await;
+            assert_eq!(code, 200, "{creds}");
+            let user = creds["data"]["username"].as_str().expect("user").to_owned();
+            assert!(pg_role_exists(&pg, &user).await);
+            tokens.insert((ci, ns), token);
+            users.insert((ci, ns), user);
+        }
+    }
+
+    // The other workload keeps using its tokens in both cells throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bystander = {
+        let stop = stop.clone();
+        let searches: Vec<(String, String)> = cells
+            .iter()
+            .enumerate()
+            .map(|(ci, (base, _))| ((*base).to_owned(), tokens[&(ci, "search")].clone()))
+            .collect();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (base, token) in &searches {
+                    match http(base, "GET", "db/creds/app", Some(token), "").await.0 {
+                        200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    let (code, out) = http(
+        &a,
+        "POST",
+        "sys/revocations",
+        Some(ra),
+        r#"{"identity":"spiffe://prod.example/ns/payments/*","reason":"payments node compromised"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    for (ci, (base, _)) in cells.iter().enumerate() {
+        let token = tokens[&(ci, "payments")].clone();
+        until("the payments token is dead in every cell", async || {
+            (http(base, "GET", "auth/token/lookup-self", Some(&token), "")
+                .await
+                .0
+                == 403)
+                .then_some(())
+        })
+        .await;
+        let user = users[&(ci, "payments")].clone();
+        until("its database user is dropped in every cell", async || {
+            (!pg_role_exists(&pg, &user).await).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = bystander.await.expect("bystander");
+    assert_eq!(
+        failed, 0,
+        "the search workload saw failures ({ok} succeeded)"
+    );
+    assert!(ok > 0);
+    for ci in 0..cells.len() {
+        assert!(
+            pg_role_exists(&pg, &users[&(ci, "search")]).await,
+            "the other workload's database user stays"
+        );
+    }
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+}
