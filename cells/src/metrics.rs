@@ -102,6 +102,56 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     leases: LeaseCounters,
+    revocations: RevocationCounters,
+}
+
+/// What global revocation did on this node.
+#[derive(Debug, Default)]
+struct RevocationCounters {
+    issued: AtomicU64,
+    tokens_refused: AtomicU64,
+    logins_refused: AtomicU64,
+    filter_rebuilds: AtomicU64,
+    cleanup_tokens: AtomicU64,
+    cleanup_leases: AtomicU64,
+}
+
+impl RevocationCounters {
+    fn rows(&self) -> [(&'static str, &'static str, u64); 6] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (
+                "revocations_issued",
+                "Revocation records committed through this node.",
+                get(&self.issued),
+            ),
+            (
+                "revocation_tokens_refused",
+                "Requests refused because a revocation record matches their token.",
+                get(&self.tokens_refused),
+            ),
+            (
+                "revocation_logins_refused",
+                "Logins refused by a quarantine.",
+                get(&self.logins_refused),
+            ),
+            (
+                "revocation_filter_rebuilds",
+                "Times this node rebuilt its revocation filter from the control plane.",
+                get(&self.filter_rebuilds),
+            ),
+            (
+                "revocation_cleanup_tokens",
+                "Tokens revoked in this cell's storage by revocation cleanup (leader).",
+                get(&self.cleanup_tokens),
+            ),
+            (
+                "revocation_cleanup_leases",
+                "Leases queued for revocation by revocation cleanup (leader).",
+                get(&self.cleanup_leases),
+            ),
+        ]
+    }
 }
 
 /// What the lease machinery did on this node (counters; the leader does
@@ -147,6 +197,8 @@ pub struct Gauges {
     pub audit_devices: Vec<crate::audit::DeviceMetrics>,
     /// The node's Raft, when it stores through one.
     pub raft: Option<crate::raft::stats::RaftFigures>,
+    /// Revocation records this node enforces.
+    pub revocation_records: Option<u64>,
 }
 
 impl Metrics {
@@ -188,6 +240,37 @@ impl Metrics {
 
     pub fn lease_irrevocable(&self) {
         self.leases.irrevocable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_issued(&self) {
+        self.revocations.issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_token_refused(&self) {
+        self.revocations
+            .tokens_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_login_refused(&self) {
+        self.revocations
+            .logins_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_filter_rebuilt(&self) {
+        self.revocations
+            .filter_rebuilds
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_cleaned(&self, tokens: u64, leases: u64) {
+        self.revocations
+            .cleanup_tokens
+            .fetch_add(tokens, Ordering::Relaxed);
+        self.revocations
+            .cleanup_leases
+            .fetch_add(leases, Ordering::Relaxed);
     }
 
     pub fn audit_failure(&self) {
@@ -250,10 +333,22 @@ impl Metrics {
                 }
             }
         }
-        for (name, help, n) in self.leases.rows() {
+        for (name, help, n) in self
+            .leases
+            .rows()
+            .into_iter()
+            .chain(self.revocations.rows())
+        {
             let _ = writeln!(out, "# HELP sigil_{name}_total {help}");
             let _ = writeln!(out, "# TYPE sigil_{name}_total counter");
             let _ = writeln!(out, "sigil_{name}_total {n}");
+        }
+        if let Some(n) = gauges.revocation_records {
+            out.push_str(
+                "# HELP sigil_revocation_records Revocation records this node enforces.\n",
+            );
+            out.push_str("# TYPE sigil_revocation_records gauge\n");
+            let _ = writeln!(out, "sigil_revocation_records {n}");
         }
         if let Some(t) = gauges.tokens {
             out.push_str("# HELP sigil_tokens Service tokens in the token store.\n");
@@ -304,10 +399,19 @@ impl Metrics {
                 }));
             }
         }
-        for (name, _, n) in self.leases.rows() {
+        for (name, _, n) in self
+            .leases
+            .rows()
+            .into_iter()
+            .chain(self.revocations.rows())
+        {
             counters.push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Count": n, "Labels": {} }));
         }
         let mut gauge_list = Vec::new();
+        if let Some(n) = gauges.revocation_records {
+            gauge_list
+                .push(json!({ "Name": "sigil.revocation.records", "Value": n, "Labels": {} }));
+        }
         if let Some(t) = gauges.tokens {
             gauge_list.push(json!({ "Name": "sigil.tokens", "Value": t, "Labels": {} }));
         }
@@ -469,8 +573,13 @@ mod tests {
             Some(&ApiError::PermissionDenied),
         );
         m.audit_failure();
+        m.revocation_issued();
+        m.revocation_token_refused();
+        m.revocation_token_refused();
+        m.revocation_cleaned(4, 7);
         let text = m.prometheus(&Gauges {
             tokens: Some(3),
+            revocation_records: Some(2),
             audit_devices: vec![crate::audit::DeviceMetrics {
                 path: "file/".into(),
                 device_type: "file".into(),
@@ -495,6 +604,16 @@ mod tests {
         ));
         assert!(text.contains("sigil_audit_failures_total 1"));
         assert!(text.contains("sigil_tokens 3"));
+        for line in [
+            "sigil_revocations_issued_total 1",
+            "sigil_revocation_tokens_refused_total 2",
+            "sigil_revocation_logins_refused_total 0",
+            "sigil_revocation_cleanup_tokens_total 4",
+            "sigil_revocation_cleanup_leases_total 7",
+            "sigil_revocation_records 2",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
         assert!(
             !text.contains("sigil_raft"),
             "no Raft figures without a Raft"

@@ -342,7 +342,10 @@ impl Node {
                 tracing::error!(error = %e, "refreshing replicated tables failed");
             }
             match self.revocations.reload(&self.control).await {
-                Ok(true) => tracing::debug!("revocation filter rebuilt"),
+                Ok(true) => {
+                    self.metrics.revocation_filter_rebuilt();
+                    tracing::debug!("revocation filter rebuilt");
+                }
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "rebuilding the revocation filter failed"),
             }

@@ -91,6 +91,11 @@ pub trait RevocationFilter: Send + Sync + std::fmt::Debug {
         let _ = id;
         false
     }
+
+    /// How many records this node enforces.
+    fn held(&self) -> usize {
+        0
+    }
 }
 
 /// The filter of a node that has heard of no revocations.
@@ -364,6 +369,7 @@ impl Pipeline {
             Err(e) => return Err(e),
         };
         if self.revocation.is_revoked(&caller.entry) {
+            self.metrics.revocation_token_refused();
             return self
                 .refused(req, mount, Some(&caller), ApiError::PermissionDenied)
                 .await;
@@ -552,6 +558,7 @@ impl Pipeline {
             now_ms,
         );
         if let Some(id) = &refused {
+            self.metrics.revocation_login_refused();
             tracing::info!(revocation = %id, identity = %grant.identity, mount = %mount.route_prefix(), "login refused by a quarantine");
         }
         refused.is_some()
@@ -847,6 +854,7 @@ impl Pipeline {
             tokens: self.tokens.count().ok().map(|n| n as u64),
             audit_devices: self.audit.metrics().devices,
             raft: self.cell.as_ref().map(crate::raft::RaftCell::figures),
+            revocation_records: Some(self.revocation.held() as u64),
         };
         match format {
             "prometheus" => Ok(Response {

@@ -164,6 +164,14 @@ impl RevocationFilter for Revocations {
         Box::pin(Revocations::reload(self, control))
     }
 
+    fn held(&self) -> usize {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter
+            .len()
+    }
+
     fn enforces(&self, id: &str) -> bool {
         self.loaded
             .read()

@@ -1071,6 +1071,17 @@ async fn a_revocation_issued_in_one_cell_kills_tokens_in_every_cell() {
         Some(2),
         "{listed}"
     );
+    // What each node did shows in its metrics.
+    let (_, metrics) = http(&a, "GET", "sys/metrics", Some(ra), "").await;
+    let counter = |name: &str| {
+        metrics["data"]["Counters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|x| x["Name"] == name))
+            .and_then(|x| x["Count"].as_u64())
+    };
+    assert_eq!(counter("sigil.revocations.issued"), Some(1), "{metrics}");
+    assert!(counter("sigil.revocation.tokens.refused").is_some_and(|n| n >= 1));
+    assert!(counter("sigil.revocation.logins.refused").is_some_and(|n| n >= 1));
     for n in fed.nodes {
         n.shutdown().await;
     }

@@ -60,6 +60,8 @@ pub(crate) async fn run(p: &Pipeline) -> Result<usize, ApiError> {
             continue;
         }
         let r = clean(p, id, rec).await?;
+        p.metrics
+            .revocation_cleaned(r.tokens_revoked, r.leases_queued);
         tracing::warn!(revocation = %id, tokens = r.tokens_revoked, leases = r.leases_queued, "revocation cleaned up in this cell");
         p.barrier
             .put(

@@ -139,6 +139,7 @@ async fn create(p: &Pipeline, req: &Request) -> Result<Response, ApiError> {
     // Enforced here before the answer; the cell's other nodes and the other
     // cells follow as the record replicates.
     p.revocation.reload(&p.control).await?;
+    p.metrics.revocation_issued();
     tracing::warn!(revocation = %id, target = ?record.target, kind = ?record.kind, "revocation issued");
     Ok(Response::from_json(shown(&id, &record, p)))
 }
