@@ -569,6 +569,62 @@ impl Cell {
             .map(|(c, _, b)| (c, b))
     }
 
+    /// [`Cell::call`] that must answer `want`; the body, or an error
+    /// naming the call and what came back.
+    pub async fn expect(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+        want: u16,
+    ) -> Result<Value, Error> {
+        let (code, out) = self.call(i, method, path, token, body).await?;
+        if code == want {
+            Ok(out)
+        } else {
+            Err(Error::Fixture(format!("{method} {path}: {code} {out}")))
+        }
+    }
+
+    /// Logs in through AppRole `role` of the mount at `auth/<mount>/` (as
+    /// root, fetching its role ID and a new secret ID) and returns the
+    /// client token.
+    pub async fn approle_login(&self, mount: &str, role: &str) -> Result<String, Error> {
+        let root = self.root_token.clone();
+        let base = format!("auth/{mount}");
+        let id = self
+            .expect(
+                0,
+                "GET",
+                &format!("{base}/role/{role}/role-id"),
+                Some(&root),
+                &Value::Null,
+                200,
+            )
+            .await?;
+        let secret = self
+            .expect(
+                0,
+                "POST",
+                &format!("{base}/role/{role}/secret-id"),
+                Some(&root),
+                &json!({}),
+                200,
+            )
+            .await?;
+        let body =
+            json!({"role_id": id["data"]["role_id"], "secret_id": secret["data"]["secret_id"]});
+        let auth = self
+            .expect(0, "POST", &format!("{base}/login"), None, &body, 200)
+            .await?;
+        auth["auth"]["client_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Fixture(format!("no token in {auth}")))
+    }
+
     /// Like [`Cell::call`], with extra headers; also returns `X-Sigil-Index`.
     pub async fn call_with(
         &self,

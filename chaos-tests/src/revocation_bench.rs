@@ -25,65 +25,6 @@ pub struct BenchConfig {
     pub runs: usize,
 }
 
-async fn expect(
-    cell: &crate::cell::Cell,
-    n: usize,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &Value,
-    want: u16,
-) -> Result<Value, Error> {
-    let (code, out) = cell.call(n, method, path, token, body).await?;
-    if code == want {
-        Ok(out)
-    } else {
-        Err(Error::Fixture(format!("{method} {path}: {code} {out}")))
-    }
-}
-
-/// A fresh token of `approle:bench` from cell `c`.
-async fn login(fed: &Federation, c: usize) -> Result<String, Error> {
-    let root = fed.cells[c].root_token.clone();
-    let id = expect(
-        &fed.cells[c],
-        0,
-        "GET",
-        "auth/bench-app/role/bench/role-id",
-        Some(&root),
-        &Value::Null,
-        200,
-    )
-    .await?;
-    let secret = expect(
-        &fed.cells[c],
-        0,
-        "POST",
-        "auth/bench-app/role/bench/secret-id",
-        Some(&root),
-        &json!({}),
-        200,
-    )
-    .await?;
-    let auth = expect(
-        &fed.cells[c],
-        0,
-        "POST",
-        "auth/bench-app/login",
-        None,
-        &json!({
-            "role_id": id["data"]["role_id"],
-            "secret_id": secret["data"]["secret_id"],
-        }),
-        200,
-    )
-    .await?;
-    auth["auth"]["client_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Fixture(format!("no token in {auth}")))
-}
-
 async fn lookup(fed: &Federation, c: usize, n: usize, token: &str) -> Option<u16> {
     fed.cells[c]
         .call(
@@ -107,26 +48,26 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
         .collect();
     let fed = Federation::start(&config.sigil, &config.dir, &ids, config.nodes, 2_000).await?;
     let root0 = fed.cells[0].root_token.clone();
-    expect(
-        &fed.cells[0],
-        0,
-        "POST",
-        "sys/auth/bench-app",
-        Some(&root0),
-        &json!({"type": "approle", "global": true}),
-        204,
-    )
-    .await?;
-    expect(
-        &fed.cells[0],
-        0,
-        "POST",
-        "auth/bench-app/role/bench",
-        Some(&root0),
-        &json!({"token_policies": ["default"]}),
-        204,
-    )
-    .await?;
+    fed.cells[0]
+        .expect(
+            0,
+            "POST",
+            "sys/auth/bench-app",
+            Some(&root0),
+            &json!({"type": "approle", "global": true}),
+            204,
+        )
+        .await?;
+    fed.cells[0]
+        .expect(
+            0,
+            "POST",
+            "auth/bench-app/role/bench",
+            Some(&root0),
+            &json!({"token_policies": ["default"]}),
+            204,
+        )
+        .await?;
     // Every cell has the role before the first run.
     let ready = Instant::now() + DEADLINE;
     for c in 0..fed.cells.len() {
@@ -162,7 +103,7 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
     for run in 0..config.runs {
         let mut tokens = Vec::new();
         for c in 0..fed.cells.len() {
-            tokens.push(login(&fed, c).await?);
+            tokens.push(fed.cells[c].approle_login("bench-app", "bench").await?);
         }
         // Every node serves its cell's token before the revocation.
         for &(c, n) in &targets {
@@ -191,20 +132,20 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
             }
         }));
         let revoke = async {
-            let out = expect(
-                &fed.cells[0],
-                0,
-                "POST",
-                "sys/revocations",
-                Some(&root0),
-                &json!({
-                    "identity": "approle:bench",
-                    "reason": format!("bench run {run}"),
-                    "ttl": "10m",
-                }),
-                200,
-            )
-            .await;
+            let out = fed.cells[0]
+                .expect(
+                    0,
+                    "POST",
+                    "sys/revocations",
+                    Some(&root0),
+                    &json!({
+                        "identity": "approle:bench",
+                        "reason": format!("bench run {run}"),
+                        "ttl": "10m",
+                    }),
+                    200,
+                )
+                .await;
             (out, Instant::now())
         };
         let (seen, (acked, acked_at)) = futures::join!(polls, revoke);

@@ -24,61 +24,6 @@ use crate::scenario::{Report, Rng, ScenarioConfig};
 const CELLS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 const DEADLINE: Duration = Duration::from_secs(30);
 
-async fn expect(
-    cell: &Cell,
-    n: usize,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &Value,
-    want: u16,
-) -> Result<Value, Error> {
-    let (code, out) = cell.call(n, method, path, token, body).await?;
-    if code == want {
-        Ok(out)
-    } else {
-        Err(Error::Fixture(format!("{method} {path}: {code} {out}")))
-    }
-}
-
-async fn login(cell: &Cell, role: &str) -> Result<String, Error> {
-    let root = cell.root_token.clone();
-    let id = expect(
-        cell,
-        0,
-        "GET",
-        &format!("auth/app/role/{role}/role-id"),
-        Some(&root),
-        &Value::Null,
-        200,
-    )
-    .await?;
-    let secret = expect(
-        cell,
-        0,
-        "POST",
-        &format!("auth/app/role/{role}/secret-id"),
-        Some(&root),
-        &json!({}),
-        200,
-    )
-    .await?;
-    let auth = expect(
-        cell,
-        0,
-        "POST",
-        "auth/app/login",
-        None,
-        &json!({"role_id": id["data"]["role_id"], "secret_id": secret["data"]["secret_id"]}),
-        200,
-    )
-    .await?;
-    auth["auth"]["client_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Fixture(format!("no token in {auth}")))
-}
-
 async fn status(cell: &Cell, n: usize, token: &str) -> Option<u16> {
     cell.call(
         n,
@@ -128,27 +73,27 @@ pub(crate) async fn partition(
     let mut rng = Rng::new(config.seed);
     let (a, c) = (0usize, 2usize);
     let root_a = fed.cells[a].root_token.clone();
-    expect(
-        &fed.cells[a],
-        0,
-        "POST",
-        "sys/auth/app",
-        Some(&root_a),
-        &json!({"type": "approle", "global": true}),
-        204,
-    )
-    .await?;
-    for role in ["payments", "search"] {
-        expect(
-            &fed.cells[a],
+    fed.cells[a]
+        .expect(
             0,
             "POST",
-            &format!("auth/app/role/{role}"),
+            "sys/auth/app",
             Some(&root_a),
-            &json!({"token_policies": ["default"]}),
+            &json!({"type": "approle", "global": true}),
             204,
         )
         .await?;
+    for role in ["payments", "search"] {
+        fed.cells[a]
+            .expect(
+                0,
+                "POST",
+                &format!("auth/app/role/{role}"),
+                Some(&root_a),
+                &json!({"token_policies": ["default"]}),
+                204,
+            )
+            .await?;
     }
     for cell in &fed.cells {
         let until = Instant::now() + DEADLINE;
@@ -183,8 +128,8 @@ pub(crate) async fn partition(
     let mut payments = Vec::new();
     let mut search = Vec::new();
     for cell in &fed.cells {
-        payments.push(login(cell, "payments").await?);
-        search.push(login(cell, "search").await?);
+        payments.push(cell.approle_login("app", "payments").await?);
+        search.push(cell.approle_login("app", "search").await?);
     }
     // Wait until every node serves both tokens of its cell.
     for (ci, cell) in fed.cells.iter().enumerate() {
@@ -228,16 +173,16 @@ pub(crate) async fn partition(
 
     fed.isolate(c);
     tokio::time::sleep(Duration::from_millis(200 + rng.below(300))).await;
-    let rev = expect(
-        &fed.cells[a],
-        rng.below(2) as usize,
-        "POST",
-        "sys/revocations",
-        Some(&root_a),
-        &json!({"identity": "approle:payments", "reason": "scenario revocation-partition"}),
-        200,
-    )
-    .await;
+    let rev = fed.cells[a]
+        .expect(
+            rng.below(2) as usize,
+            "POST",
+            "sys/revocations",
+            Some(&root_a),
+            &json!({"identity": "approle:payments", "reason": "scenario revocation-partition"}),
+            200,
+        )
+        .await;
     let acked = Instant::now();
     let rev = rev?;
     let id = rev["data"]["id"].as_str().unwrap_or_default().to_owned();

@@ -286,6 +286,20 @@ impl Sim {
         self.at(now + delay, Event::Deliver { from, to, msg });
     }
 
+    /// Node `i`'s gossip round at `now`, and its next one.
+    fn tick(&mut self, i: usize, now: u64, every_us: u64) {
+        let out = {
+            let Sim {
+                nodes, peers, rng, ..
+            } = self;
+            nodes[i].tick(peers, rng)
+        };
+        for (p, msg) in out {
+            self.send(now, i, peer_index(&p), msg);
+        }
+        self.at(now + every_us, Event::Tick(i));
+    }
+
     fn enforce(&mut self, node: usize, now: u64) {
         if self.enforced_at_us[node].is_none() {
             self.enforced_at_us[node] = Some(now);
@@ -377,19 +391,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                 let _ = sim.nodes[0].learn(record.clone(), true);
                 sim.enforce(0, now);
             }
-            Event::Tick(i) => {
-                let out = {
-                    let Sim {
-                        nodes, peers, rng, ..
-                    } = &mut sim;
-                    nodes[i].tick(peers, rng)
-                };
-                for (p, msg) in out {
-                    let to = peer_index(&p);
-                    sim.send(now, i, to, msg);
-                }
-                sim.at(now + tick_us, Event::Tick(i));
-            }
+            Event::Tick(i) => sim.tick(i, now, tick_us),
             Event::AntiEntropy(i) => {
                 let out = {
                     let Sim {
@@ -425,17 +427,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                     break;
                 }
                 if let Some(Event::Tick(i)) = sim.events[idx].take() {
-                    let out = {
-                        let Sim {
-                            nodes, peers, rng, ..
-                        } = &mut sim;
-                        nodes[i].tick(peers, rng)
-                    };
-                    for (p, msg) in out {
-                        let to = peer_index(&p);
-                        sim.send(t, i, to, msg);
-                    }
-                    sim.at(t + tick_us, Event::Tick(i));
+                    sim.tick(i, t, tick_us);
                 }
             }
             break;

@@ -11,7 +11,6 @@
 
 use serde::{Deserialize, Serialize};
 use sigil_control_plane::model::{RevocationRecord, RevocationTarget};
-use sigil_control_plane::{Key, Kind, Value};
 use sigil_gossip::{Credential, Filter};
 
 use super::Pipeline;
@@ -39,21 +38,7 @@ pub(super) fn report(p: &Pipeline, id: &str) -> Result<Option<CleanupReport>, Ap
 /// Cleans up every record not cleaned up here yet, and forgets the reports
 /// of records that are gone.
 pub(crate) async fn run(p: &Pipeline) -> Result<usize, ApiError> {
-    let records: Vec<(String, RevocationRecord)> = p
-        .control
-        .read(|r| {
-            r.state()
-                .registers()
-                .filter(|(k, _)| k.kind() == Kind::Revocation)
-                .filter_map(|(k, _)| match (k, r.state().get(k)) {
-                    (Key::Revocation { id }, Some(Value::Revocation(rec))) => {
-                        Some((id.clone(), rec))
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .await?;
+    let records = super::revocations_api::all_records(p).await?;
     let mut done = 0;
     for (id, rec) in &records {
         if report(p, id)?.is_some() {

@@ -193,9 +193,9 @@ async fn record(p: &Pipeline, id: &str) -> Result<Option<RevocationRecord>, ApiE
         .await
 }
 
-async fn list(p: &Pipeline) -> Result<Response, ApiError> {
-    let all: Vec<(String, RevocationRecord)> = p
-        .control
+/// Every revocation record in force, by id.
+pub(super) async fn all_records(p: &Pipeline) -> Result<Vec<(String, RevocationRecord)>, ApiError> {
+    p.control
         .read(|r| {
             r.state()
                 .registers()
@@ -208,7 +208,11 @@ async fn list(p: &Pipeline) -> Result<Response, ApiError> {
                 })
                 .collect()
         })
-        .await?;
+        .await
+}
+
+async fn list(p: &Pipeline) -> Result<Response, ApiError> {
+    let all = all_records(p).await?;
     if all.is_empty() {
         return Err(ApiError::NotFound("nothing to list".into()));
     }
