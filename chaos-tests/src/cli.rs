@@ -695,47 +695,36 @@ async fn run_restart(args: RestartArgs) -> ExitCode {
     print_report(crate::restart::run(&config).await, args.json)
 }
 
-async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
-    let Some(sigil) = sigil_beside(args.sigil) else {
-        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
-        return ExitCode::from(2);
-    };
-    if !(2..=5).contains(&args.cells) || args.nodes == 0 || args.ops == 0 {
-        eprintln!("Error: --cells must be 2 to 5, --nodes and --ops at least 1");
-        return ExitCode::from(2);
-    }
-    let temp = match tempfile::Builder::new()
-        .prefix("sigil-chaos-control-plane-")
+/// A temporary directory for a suite's nodes (kept only as long as the
+/// suite runs), or the one the caller named.
+fn suite_dir(
+    prefix: &str,
+    given: Option<PathBuf>,
+) -> Result<(tempfile::TempDir, PathBuf), ExitCode> {
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
         .tempdir()
-    {
-        Ok(t) => t,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("Error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    let config = crate::control_plane::BenchConfig {
-        sigil,
-        dir,
-        cells: args.cells,
-        nodes: args.nodes,
-        ops: args.ops,
-        delay: Duration::from_millis(args.delay_ms),
-    };
-    match crate::control_plane::bench(&config).await {
+            ExitCode::from(1)
+        })?;
+    let dir = given.unwrap_or_else(|| temp.path().to_path_buf());
+    Ok((temp, dir))
+}
+
+/// Prints a suite's figures under `title` (and as JSON when asked).
+fn print_figures(
+    title: String,
+    figures: Result<serde_json::Map<String, serde_json::Value>, crate::Error>,
+    json: bool,
+) -> ExitCode {
+    match figures {
         Ok(f) => {
-            println!(
-                "control-plane propagation: {} cells x {} nodes, {} ops, +{} ms one-way between cells",
-                args.cells, args.nodes, args.ops, args.delay_ms
-            );
+            println!("{title}");
             for (k, v) in &f {
                 println!("  {k}: {v}");
             }
-            if args.json {
+            if json {
                 println!("{}", serde_json::Value::Object(f));
             }
             ExitCode::SUCCESS
@@ -747,6 +736,37 @@ async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
     }
 }
 
+async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
+    let Some(sigil) = sigil_beside(args.sigil) else {
+        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+        return ExitCode::from(2);
+    };
+    if !(2..=5).contains(&args.cells) || args.nodes == 0 || args.ops == 0 {
+        eprintln!("Error: --cells must be 2 to 5, --nodes and --ops at least 1");
+        return ExitCode::from(2);
+    }
+    let (_temp, dir) = match suite_dir("sigil-chaos-control-plane-", args.dir.clone()) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let config = crate::control_plane::BenchConfig {
+        sigil,
+        dir,
+        cells: args.cells,
+        nodes: args.nodes,
+        ops: args.ops,
+        delay: Duration::from_millis(args.delay_ms),
+    };
+    print_figures(
+        format!(
+            "control-plane propagation: {} cells x {} nodes, {} ops, +{} ms one-way between cells",
+            args.cells, args.nodes, args.ops, args.delay_ms
+        ),
+        crate::control_plane::bench(&config).await,
+        args.json,
+    )
+}
+
 async fn run_revocation_bench(args: RevocationBenchArgs) -> ExitCode {
     let Some(sigil) = sigil_beside(args.sigil) else {
         eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
@@ -756,45 +776,25 @@ async fn run_revocation_bench(args: RevocationBenchArgs) -> ExitCode {
         eprintln!("Error: --cells must be 1 to 5, --nodes and --runs at least 1");
         return ExitCode::from(2);
     }
-    let temp = match tempfile::Builder::new()
-        .prefix("sigil-chaos-revocation-")
-        .tempdir()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(1);
-        }
+    let (_temp, dir) = match suite_dir("sigil-chaos-revocation-", args.dir.clone()) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     let config = crate::revocation_bench::BenchConfig {
         sigil,
-        dir: args
-            .dir
-            .clone()
-            .unwrap_or_else(|| temp.path().to_path_buf()),
+        dir,
         cells: args.cells,
         nodes: args.nodes,
         runs: args.runs,
     };
-    match crate::revocation_bench::bench(&config).await {
-        Ok(f) => {
-            println!(
-                "revocation: {} cells x {} nodes, {} runs, acknowledgement to the last node refusing the token",
-                args.cells, args.nodes, args.runs
-            );
-            for (k, v) in &f {
-                println!("  {k}: {v}");
-            }
-            if args.json {
-                println!("{}", serde_json::Value::Object(f));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::from(1)
-        }
-    }
+    print_figures(
+        format!(
+            "revocation: {} cells x {} nodes, {} runs, acknowledgement to the last node refusing the token",
+            args.cells, args.nodes, args.runs
+        ),
+        crate::revocation_bench::bench(&config).await,
+        args.json,
+    )
 }
 
 fn parse_outage(s: &str) -> Result<(usize, u64, u64), String> {
