@@ -854,10 +854,20 @@ async fn snapshot_catchup(
             want["data"]["metadata"]["version"], cell.nodes[down].name
         ),
     );
-    let log = cell.nodes[down].log();
+    // The node can serve the installed state a moment before its log line
+    // about the install is written: wait for the line a while.
+    let mut installed = false;
+    let looked = Instant::now();
+    while looked.elapsed() < Duration::from_secs(10) {
+        if cell.nodes[down].log().contains("snapshot installed") {
+            installed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     report.check(
         "it caught up through a snapshot",
-        log.contains("snapshot installed"),
+        installed,
         "its log records \"snapshot installed\"",
     );
     Ok(())
