@@ -48,65 +48,13 @@ use crate::logical::{self, Operation, Request, Response};
 use crate::metrics::Metrics;
 use crate::mounts::{MountEntry, Router, Table};
 use crate::policy::Acl;
+use crate::revocations::Revocations;
 use crate::seal::SealManager;
 use crate::token::{TokenEntry, TokenStore};
 use crate::view::BarrierView;
 
 /// Barrier key of both mount tables.
 const MOUNTS_KEY: &str = "core/mounts";
-
-/// Checks each request against credentials revoked anywhere in the system
-/// (filled by the gossip mesh; see docs/architecture.md, "Revocation path").
-pub trait RevocationFilter: Send + Sync + std::fmt::Debug {
-    /// Whether the token (by accessor) or the identity it was issued to has
-    /// been revoked.
-    fn is_revoked(&self, entry: &TokenEntry) -> bool;
-
-    /// The id of the quarantine that refuses a new login of `identity`
-    /// through `role` of the auth mount at `mount` (`auth/approle/`), if
-    /// any.
-    fn login_refused(
-        &self,
-        identity: Option<&str>,
-        mount: &str,
-        role: Option<&str>,
-        now_ms: u64,
-    ) -> Option<String> {
-        let _ = (identity, mount, role, now_ms);
-        None
-    }
-
-    /// Rebuilds the filter from the cell's control-plane replica if it
-    /// moved; returns whether it did.
-    fn reload<'a>(
-        &'a self,
-        control: &'a ControlPlane,
-    ) -> futures::future::BoxFuture<'a, Result<bool, ApiError>> {
-        let _ = control;
-        Box::pin(async { Ok(false) })
-    }
-
-    /// Whether this node enforces the record `id`.
-    fn enforces(&self, id: &str) -> bool {
-        let _ = id;
-        false
-    }
-
-    /// How many records this node enforces.
-    fn held(&self) -> usize {
-        0
-    }
-}
-
-/// The filter of a node that has heard of no revocations.
-#[derive(Debug, Default)]
-pub struct NoRevocations;
-
-impl RevocationFilter for NoRevocations {
-    fn is_revoked(&self, _: &TokenEntry) -> bool {
-        false
-    }
-}
 
 /// A request's authenticated caller.
 #[derive(Debug, Clone)]
@@ -165,7 +113,7 @@ pub struct Pipeline {
     /// Devices in the audit table, started or not (fail-closed when some
     /// are configured but none runs).
     audit_expected: AtomicUsize,
-    revocation: Arc<dyn RevocationFilter>,
+    revocation: Arc<Revocations>,
     metrics: Arc<Metrics>,
     /// Recent remounts, for `sys/remount/status/:id`.
     remounts: std::sync::Mutex<BTreeMap<String, Value>>,
@@ -191,7 +139,7 @@ impl Pipeline {
     /// the default mounts the first time.
     pub async fn load(
         seal: Arc<SealManager>,
-        revocation: Arc<dyn RevocationFilter>,
+        revocation: Arc<Revocations>,
         metrics: Arc<Metrics>,
         cell: Option<crate::raft::RaftCell>,
         lease_settings: LeaseSettings,

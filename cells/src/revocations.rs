@@ -18,7 +18,6 @@ use sigil_gossip::{Credential, Filter, Revocation, Target};
 
 use crate::api_error::ApiError;
 use crate::control_plane::ControlPlane;
-use crate::pipeline::RevocationFilter;
 use crate::token::TokenEntry;
 
 /// A control-plane record as the filter holds it.
@@ -51,13 +50,14 @@ pub fn to_filter_record(id: &str, r: &RevocationRecord) -> Revocation {
 /// name them: `auth/approle/` and `billing` for a token from
 /// `auth/approle/login` with role `billing`; `auth/token/` and the role for
 /// `auth/token/create/<role>`.
-pub fn token_role(entry: &TokenEntry) -> Option<(String, String)> {
-    let role = entry.role.as_ref()?;
+pub fn token_role(entry: &TokenEntry) -> Option<(&str, &str)> {
+    let role = entry.role.as_deref()?;
     if entry.path.starts_with("auth/token/create/") {
-        return Some(("auth/token/".to_owned(), role.clone()));
+        return Some(("auth/token/", role));
     }
-    let (mount, _) = entry.path.rsplit_once('/')?;
-    Some((format!("{mount}/"), role.clone()))
+    // The mount is the path up to and with its last `/`.
+    let end = entry.path.rfind('/')? + 1;
+    Some((&entry.path[..end], role))
 }
 
 /// When a token was issued, in milliseconds: its recorded creation time,
@@ -129,59 +129,24 @@ impl Revocations {
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Loaded::default();
     }
 
-    /// The record that kills this token, if any.
-    pub fn revoked_token(&self, entry: &TokenEntry) -> Option<Revocation> {
-        let role = token_role(entry);
+    /// Whether a record kills this token: its accessor, the identity it was
+    /// issued to, or the role it came through, issued at or before it.
+    pub fn is_revoked(&self, entry: &TokenEntry) -> bool {
         let c = Credential {
             accessor: Some(entry.accessor.as_str()).filter(|a| !a.is_empty()),
             identity: entry.identity.as_deref(),
-            role: role.as_ref().map(|(m, r)| (m.as_str(), r.as_str())),
+            role: token_role(entry),
             issued_at_ms: token_issued_ms(entry),
             ..Credential::default()
         };
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        loaded.filter.revoked(&c).cloned()
+        loaded.filter.revoked(&c).is_some()
     }
 
-    /// Every record this node enforces.
-    pub fn records(&self) -> Vec<Revocation> {
-        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<Revocation> = loaded.filter.records().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-}
-
-impl RevocationFilter for Revocations {
-    fn is_revoked(&self, entry: &TokenEntry) -> bool {
-        self.revoked_token(entry).is_some()
-    }
-
-    fn reload<'a>(
-        &'a self,
-        control: &'a ControlPlane,
-    ) -> futures::future::BoxFuture<'a, Result<bool, ApiError>> {
-        Box::pin(Revocations::reload(self, control))
-    }
-
-    fn held(&self) -> usize {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .filter
-            .len()
-    }
-
-    fn enforces(&self, id: &str) -> bool {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .filter
-            .get(id)
-            .is_some()
-    }
-
-    fn login_refused(
+    /// The id of the quarantine that refuses a new login of `identity`
+    /// through `role` of the auth mount at `mount` (`auth/approle/`), if
+    /// any.
+    pub fn login_refused(
         &self,
         identity: Option<&str>,
         mount: &str,
@@ -193,6 +158,25 @@ impl RevocationFilter for Revocations {
             .filter
             .login_refused(identity, role.map(|r| (mount, r)), now_ms)
             .map(|r| r.id.clone())
+    }
+
+    /// How many records this node enforces.
+    pub fn held(&self) -> usize {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter
+            .len()
+    }
+
+    /// Whether this node enforces the record `id`.
+    pub fn enforces(&self, id: &str) -> bool {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter
+            .get(id)
+            .is_some()
     }
 }
 
@@ -231,11 +215,11 @@ mod tests {
     fn a_token_names_the_mount_and_role_it_came_through() {
         assert_eq!(
             token_role(&entry("auth/approle/login", Some("billing"))),
-            Some(("auth/approle/".into(), "billing".into()))
+            Some(("auth/approle/", "billing"))
         );
         assert_eq!(
             token_role(&entry("auth/token/create/ci", Some("ci"))),
-            Some(("auth/token/".into(), "ci".into()))
+            Some(("auth/token/", "ci"))
         );
         assert_eq!(token_role(&entry("auth/token/create", None)), None);
     }
@@ -274,6 +258,6 @@ mod tests {
         assert!(revs.is_revoked(&before));
         assert!(!revs.is_revoked(&after));
         assert!(revs.enforces("r1"));
-        assert_eq!(revs.records().len(), 1);
+        assert_eq!(revs.held(), 1);
     }
 }

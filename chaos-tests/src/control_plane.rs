@@ -39,42 +39,36 @@ pub(crate) async fn propagation(
     let cell_b = &fed.cells[b];
     let root_b = cell_b.root_token.clone();
     // A secret only B holds, and a token of B's with a policy no cell has yet.
-    expect(
-        cell_b
-            .call(
-                0,
-                "POST",
-                "sys/mounts/cp-kv",
-                Some(&root_b),
-                &json!({"type": "kv"}),
-            )
-            .await?,
-        204,
-        "mount cp-kv in B",
-    )?;
-    expect(
-        cell_b
-            .call(
-                0,
-                "PUT",
-                "cp-kv/app",
-                Some(&root_b),
-                &json!({"user": "app"}),
-            )
-            .await?,
-        204,
-        "write cp-kv/app in B",
-    )?;
-    let (code, token) = cell_b
-        .call(
+    cell_b
+        .expect(
+            0,
+            "POST",
+            "sys/mounts/cp-kv",
+            Some(&root_b),
+            &json!({"type": "kv"}),
+            204,
+        )
+        .await?;
+    cell_b
+        .expect(
+            0,
+            "PUT",
+            "cp-kv/app",
+            Some(&root_b),
+            &json!({"user": "app"}),
+            204,
+        )
+        .await?;
+    let token = cell_b
+        .expect(
             0,
             "POST",
             "auth/token/create",
             Some(&root_b),
             &json!({"policies": [policy]}),
+            200,
         )
         .await?;
-    expect((code, token.clone()), 200, "create a token in B")?;
     let token = token["auth"]["client_token"]
         .as_str()
         .unwrap_or_default()
@@ -416,14 +410,6 @@ pub(crate) fn simulation(config: &ScenarioConfig, report: &mut Report) {
     }
 }
 
-fn expect((code, body): (u16, Value), want: u16, what: &str) -> Result<(), Error> {
-    if code == want {
-        Ok(())
-    } else {
-        Err(Error::Fixture(format!("{what}: {code} {body}")))
-    }
-}
-
 /// How to run `sigil-chaos bench control-plane`.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -445,13 +431,8 @@ pub struct BenchConfig {
 /// Bandwidth is what crossed the cross-cell proxies during the measured
 /// writes, digests and TLS included, per op.
 pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value>, Error> {
-    let names = ["eu-west", "us-east", "ap-south", "eu-central", "us-west"];
-    let ids: Vec<&str> = names
-        .iter()
-        .take(config.cells.clamp(2, 5))
-        .copied()
-        .collect();
-    let fed = Federation::start(&config.sigil, &config.dir, &ids, config.nodes, 2_000).await?;
+    let ids = crate::federation::cell_names(config.cells.max(2));
+    let fed = Federation::start(&config.sigil, &config.dir, ids, config.nodes, 2_000).await?;
     fed.delay_all(config.delay);
     // Warm the streams: one write, everywhere.
     fed.write_policy(
@@ -498,14 +479,7 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
         }
     }
     let bytes = fed.cross_cell_bytes() - bytes_before;
-    lat.sort();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i].as_secs_f64() * 1_000.0
-    };
+    let pct = |p: f64| crate::latency::percentile_ms(&lat, p);
     // What the receiving leaders count: payload bytes and ops received.
     let mut payload = 0u64;
     let mut received = 0u64;
@@ -534,12 +508,9 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
     );
     f.insert("ops".into(), json!(config.ops));
     f.insert("missed".into(), json!(missed));
-    f.insert("p50_ms".into(), json!(pct(0.50)));
-    f.insert("p99_ms".into(), json!(pct(0.99)));
-    f.insert(
-        "max_ms".into(),
-        json!(lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1_000.0)),
-    );
+    f.insert("p50_ms".into(), json!(pct(50.0)));
+    f.insert("p99_ms".into(), json!(pct(99.0)));
+    f.insert("max_ms".into(), json!(pct(100.0)));
     f.insert(
         "wire_bytes_per_op".into(),
         json!(bytes as f64 / config.ops.max(1) as f64),

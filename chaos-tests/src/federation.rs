@@ -15,6 +15,14 @@ use crate::cell::{Cell, CellOptions};
 use crate::proxy::Proxy;
 
 /// A running federation. Dropping it kills every node.
+/// The names fixtures give cells, in order.
+const CELL_NAMES: [&str; 5] = ["eu-west", "us-east", "ap-south", "eu-central", "us-west"];
+
+/// The first `n` cell names (1 to 5).
+pub fn cell_names(n: usize) -> &'static [&'static str] {
+    &CELL_NAMES[..n.clamp(1, CELL_NAMES.len())]
+}
+
 #[derive(Debug)]
 pub struct Federation {
     pub cells: Vec<Cell>,

@@ -80,6 +80,17 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     Some(sorted[rank - 1])
 }
 
+/// The `p`-th percentile of `durations` (nearest rank, as [`percentile`]),
+/// in milliseconds; NaN when there are none.
+pub fn percentile_ms(durations: &[Duration], p: f64) -> f64 {
+    let mut nanos: Vec<u64> = durations
+        .iter()
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .collect();
+    nanos.sort_unstable();
+    percentile(&nanos, p).map_or(f64::NAN, |n| n as f64 / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

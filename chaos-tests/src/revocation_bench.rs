@@ -40,13 +40,8 @@ async fn lookup(fed: &Federation, c: usize, n: usize, token: &str) -> Option<u16
 }
 
 pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value>, Error> {
-    let names = ["eu-west", "us-east", "ap-south", "eu-central", "us-west"];
-    let ids: Vec<&str> = names
-        .iter()
-        .take(config.cells.clamp(1, 5))
-        .copied()
-        .collect();
-    let fed = Federation::start(&config.sigil, &config.dir, &ids, config.nodes, 2_000).await?;
+    let ids = crate::federation::cell_names(config.cells);
+    let fed = Federation::start(&config.sigil, &config.dir, ids, config.nodes, 2_000).await?;
     let root0 = fed.cells[0].root_token.clone();
     fed.cells[0]
         .expect(
@@ -165,34 +160,20 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
             None => missed += 1,
         }
     }
-    let pct = |v: &mut Vec<Duration>, p: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort();
-        let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i].as_secs_f64() * 1_000.0
-    };
+    let pct = crate::latency::percentile_ms;
     let mut f = serde_json::Map::new();
     f.insert("bench".into(), json!("revocation"));
     f.insert("cells".into(), json!(fed.cells.len()));
     f.insert("nodes_per_cell".into(), json!(config.nodes));
     f.insert("runs".into(), json!(config.runs));
     f.insert("missed".into(), json!(missed));
-    f.insert("last_node_p50_ms".into(), json!(pct(&mut last_node, 0.50)));
-    f.insert("last_node_p99_ms".into(), json!(pct(&mut last_node, 0.99)));
-    f.insert(
-        "last_node_max_ms".into(),
-        json!(
-            last_node
-                .last()
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1_000.0)
-        ),
-    );
-    for (c, v) in per_cell.iter_mut().enumerate() {
+    f.insert("last_node_p50_ms".into(), json!(pct(&last_node, 50.0)));
+    f.insert("last_node_p99_ms".into(), json!(pct(&last_node, 99.0)));
+    f.insert("last_node_max_ms".into(), json!(pct(&last_node, 100.0)));
+    for (c, v) in per_cell.iter().enumerate() {
         f.insert(
             format!("cell_{}_last_node_p99_ms", fed.cells[c].id()),
-            json!(pct(v, 0.99)),
+            json!(pct(v, 99.0)),
         );
     }
     Ok(f)

@@ -81,16 +81,17 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut times: Vec<Option<u64>>) -> Self {
+    fn of(times: Vec<Option<u64>>) -> Self {
         let nodes = times.len();
-        let mut reached: Vec<u64> = times.drain(..).flatten().collect();
-        reached.sort_unstable();
+        // A node never reached ranks last, as if it took forever.
+        let mut all: Vec<u64> = times.iter().map(|t| t.unwrap_or(u64::MAX)).collect();
+        all.sort_unstable();
+        let reached: Vec<u64> = all.iter().copied().filter(|t| *t != u64::MAX).collect();
         let pct = |q: f64| -> u64 {
             if reached.is_empty() {
                 return 0;
             }
-            let i = ((q * nodes as f64).ceil() as usize).clamp(1, nodes) - 1;
-            reached.get(i).copied().unwrap_or(u64::MAX)
+            crate::latency::percentile(&all, q * 100.0).unwrap_or(u64::MAX)
         };
         let within = |ms: u64| reached.iter().filter(|t| **t <= ms).count() as f64 / nodes as f64;
         Self {

@@ -136,21 +136,18 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// A small, seedable generator (SplitMix64): the harness's only randomness.
+/// A small, seedable generator (the gossip core's SplitMix64): the
+/// harness's only randomness.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(sigil_gossip::broadcast::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(sigil_gossip::broadcast::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     pub fn below(&mut self, n: u64) -> u64 {

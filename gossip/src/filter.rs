@@ -180,10 +180,29 @@ fn prefix_segments(p: &str) -> Vec<&str> {
 #[derive(Debug, Default)]
 pub struct Filter {
     records: HashMap<String, Revocation>,
-    exact: HashMap<(Exact, String), Vec<String>>,
+    /// By accessor, lease id and serial ([`Exact`] as the index): looked
+    /// up by `&str`, without allocating.
+    exact: [Ids; 3],
     lease_prefixes: Trie,
     identities: Trie,
-    roles: HashMap<(String, String), Vec<String>>,
+    /// Mount, then role.
+    roles: HashMap<String, Ids>,
+}
+
+/// Record ids by key.
+type Ids = HashMap<String, Vec<String>>;
+
+fn add_id(ids: &mut Ids, key: &str, id: &str) {
+    ids.entry(key.to_owned()).or_default().push(id.to_owned());
+}
+
+fn drop_id(ids: &mut Ids, key: &str, id: &str) {
+    if let Some(v) = ids.get_mut(key) {
+        v.retain(|x| x != id);
+        if v.is_empty() {
+            ids.remove(key);
+        }
+    }
 }
 
 impl Filter {
@@ -225,48 +244,33 @@ impl Filter {
     }
 
     fn index(&mut self, r: &Revocation) {
-        let id = r.id.clone();
+        let id = r.id.as_str();
         match &r.target {
-            Target::Accessor(a) => self.exact_slot(Exact::Accessor, a).push(id),
-            Target::LeaseId(l) => self.exact_slot(Exact::Lease, l).push(id),
-            Target::CertSerial(s) => self.exact_slot(Exact::Serial, s).push(id),
+            Target::Accessor(a) => add_id(&mut self.exact[Exact::Accessor as usize], a, id),
+            Target::LeaseId(l) => add_id(&mut self.exact[Exact::Lease as usize], l, id),
+            Target::CertSerial(s) => add_id(&mut self.exact[Exact::Serial as usize], s, id),
             Target::LeasePrefix(p) => {
                 let segs = prefix_segments(p);
-                self.lease_prefixes.insert(&segs, Slot::Here, &id);
-                self.lease_prefixes.insert(&segs, Slot::Below, &id);
+                self.lease_prefixes.insert(&segs, Slot::Here, id);
+                self.lease_prefixes.insert(&segs, Slot::Below, id);
             }
             Target::Identity(_) => {
                 if let Some((segs, slot)) = trie_place(&r.target) {
-                    self.identities.insert(&segs, slot, &id);
+                    self.identities.insert(&segs, slot, id);
                 }
             }
-            Target::Role { mount, role } => self
-                .roles
-                .entry((mount.clone(), role.clone()))
-                .or_default()
-                .push(id),
+            Target::Role { mount, role } => {
+                add_id(self.roles.entry(mount.clone()).or_default(), role, id);
+            }
         }
-    }
-
-    fn exact_slot(&mut self, kind: Exact, key: &str) -> &mut Vec<String> {
-        self.exact.entry((kind, key.to_owned())).or_default()
     }
 
     fn unindex(&mut self, r: &Revocation) {
         let id = r.id.as_str();
-        let drop_exact = |m: &mut HashMap<(Exact, String), Vec<String>>, kind, key: &str| {
-            let k = (kind, key.to_owned());
-            if let Some(v) = m.get_mut(&k) {
-                v.retain(|x| x != id);
-                if v.is_empty() {
-                    m.remove(&k);
-                }
-            }
-        };
         match &r.target {
-            Target::Accessor(a) => drop_exact(&mut self.exact, Exact::Accessor, a),
-            Target::LeaseId(l) => drop_exact(&mut self.exact, Exact::Lease, l),
-            Target::CertSerial(s) => drop_exact(&mut self.exact, Exact::Serial, s),
+            Target::Accessor(a) => drop_id(&mut self.exact[Exact::Accessor as usize], a, id),
+            Target::LeaseId(l) => drop_id(&mut self.exact[Exact::Lease as usize], l, id),
+            Target::CertSerial(s) => drop_id(&mut self.exact[Exact::Serial as usize], s, id),
             Target::LeasePrefix(p) => {
                 let segs = prefix_segments(p);
                 self.lease_prefixes.remove(&segs, Slot::Here, id);
@@ -278,11 +282,10 @@ impl Filter {
                 }
             }
             Target::Role { mount, role } => {
-                let k = (mount.clone(), role.clone());
-                if let Some(v) = self.roles.get_mut(&k) {
-                    v.retain(|x| x != id);
-                    if v.is_empty() {
-                        self.roles.remove(&k);
+                if let Some(roles) = self.roles.get_mut(mount) {
+                    drop_id(roles, role, id);
+                    if roles.is_empty() {
+                        self.roles.remove(mount);
                     }
                 }
             }
@@ -318,7 +321,7 @@ impl Filter {
             (Exact::Serial, c.cert_serial),
         ] {
             if let Some(key) = key
-                && let Some(ids) = self.exact.get(&(kind, key.to_owned()))
+                && let Some(ids) = self.exact[kind as usize].get(key)
             {
                 ids.iter().for_each(|id| by_id(id));
             }
@@ -331,7 +334,7 @@ impl Filter {
             self.identities.matches(identity, &mut by_id);
         }
         if let Some((mount, role)) = c.role
-            && let Some(ids) = self.roles.get(&(mount.to_owned(), role.to_owned()))
+            && let Some(ids) = self.roles.get(mount).and_then(|m| m.get(role))
         {
             ids.iter().for_each(|id| by_id(id));
         }
@@ -341,6 +344,9 @@ impl Filter {
     /// that was issued at or after `c` was. Of several, the earliest
     /// issued (ties: the least id), so every node names the same one.
     pub fn revoked(&self, c: &Credential<'_>) -> Option<&Revocation> {
+        if self.records.is_empty() {
+            return None;
+        }
         let mut hit: Option<&Revocation> = None;
         self.candidates(c, |r| {
             if c.issued_at_ms <= r.issued_at_ms

@@ -149,13 +149,18 @@ fn b64_field(d: &Data, field: &str) -> Result<Option<Zeroizing<Vec<u8>>>, ApiErr
     }
 }
 
-fn version_field(d: &Data) -> Result<Option<u32>, ApiError> {
-    params::uint(d, "key_version")?
+/// A version number field (`key_version`, `min_decryption_version`).
+fn u32_field(d: &Data, field: &str) -> Result<Option<u32>, ApiError> {
+    params::uint(d, field)?
         .map(|v| {
             u32::try_from(v)
-                .map_err(|_| ApiError::InvalidRequest("key_version is out of range".into()))
+                .map_err(|_| ApiError::InvalidRequest(format!("{field} is out of range")))
         })
         .transpose()
+}
+
+fn version_field(d: &Data) -> Result<Option<u32>, ApiError> {
+    u32_field(d, "key_version")
 }
 
 /// Fields refused because they would need key derivation or convergent
@@ -326,13 +331,42 @@ impl TransitEngine {
         refuse_derivation(d)?;
         refuse_export(d)?;
         let key_type = key_type_param(d)?;
-        let period = auto_rotate_param(d)?;
+        let period = auto_rotate_param(d)?.unwrap_or(0);
+        let k = self.get_or_create(ctx, name, key_type, period).await?;
+        Ok(Response::from_json(describe(name, &k)))
+    }
+
+    /// The key `name`, created with `key_type` and `period` if it does not
+    /// exist yet.
+    async fn get_or_create(
+        &self,
+        ctx: &EngineCtx<'_>,
+        name: &str,
+        key_type: KeyType,
+        period: u64,
+    ) -> Result<Keyring, ApiError> {
         let _guard = self.locks.lock(ctx.view.prefix(), name).await;
         if let Some(k) = load(&ctx.view, name)? {
-            return Ok(Response::from_json(describe(name, &k)));
+            return Ok(k);
         }
         let mut k = Keyring::new(key_type, Self::now(ctx));
-        k.auto_rotate_period = period.unwrap_or(0);
+        k.auto_rotate_period = period;
+        store(&ctx.view, name, &k).await?;
+        Ok(k)
+    }
+
+    /// Changes the existing key `name` with `change`, under its lock, and
+    /// shows it.
+    async fn modify(
+        &self,
+        ctx: &EngineCtx<'_>,
+        name: &str,
+        change: impl FnOnce(&mut Keyring) -> Result<(), ApiError>,
+    ) -> Result<Response, ApiError> {
+        check_name(name)?;
+        let _guard = self.locks.lock(ctx.view.prefix(), name).await;
+        let mut k = load(&ctx.view, name)?.ok_or_else(not_found)?;
+        change(&mut k)?;
         store(&ctx.view, name, &k).await?;
         Ok(Response::from_json(describe(name, &k)))
     }
@@ -373,40 +407,28 @@ impl TransitEngine {
         )?;
         refuse_export(d)?;
         let period = auto_rotate_param(d)?;
-        let as_u32 = |f: &str| -> Result<Option<u32>, ApiError> {
-            params::uint(d, f)?
-                .map(|v| {
-                    u32::try_from(v)
-                        .map_err(|_| ApiError::InvalidRequest(format!("{f} is out of range")))
-                })
-                .transpose()
-        };
-        let min_decrypt = as_u32("min_decryption_version")?;
-        let min_encrypt = as_u32("min_encryption_version")?;
+        let min_decrypt = u32_field(d, "min_decryption_version")?;
+        let min_encrypt = u32_field(d, "min_encryption_version")?;
         let deletion = params::boolean(d, "deletion_allowed")?;
-        let _guard = self.locks.lock(ctx.view.prefix(), name).await;
-        let mut k = load(&ctx.view, name)?.ok_or_else(not_found)?;
-        k.set_bounds(
-            min_decrypt.unwrap_or(k.min_decryption_version),
-            min_encrypt.unwrap_or(k.min_encryption_version),
-        )?;
-        if let Some(v) = deletion {
-            k.deletion_allowed = v;
-        }
-        if let Some(p) = period {
-            k.auto_rotate_period = p;
-        }
-        store(&ctx.view, name, &k).await?;
-        Ok(Response::from_json(describe(name, &k)))
+        self.modify(ctx, name, |k| {
+            k.set_bounds(
+                min_decrypt.unwrap_or(k.min_decryption_version),
+                min_encrypt.unwrap_or(k.min_encryption_version),
+            )?;
+            if let Some(v) = deletion {
+                k.deletion_allowed = v;
+            }
+            if let Some(p) = period {
+                k.auto_rotate_period = p;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn rotate(&self, ctx: &EngineCtx<'_>, name: &str) -> Result<Response, ApiError> {
-        check_name(name)?;
-        let _guard = self.locks.lock(ctx.view.prefix(), name).await;
-        let mut k = load(&ctx.view, name)?.ok_or_else(not_found)?;
-        k.rotate(Self::now(ctx))?;
-        store(&ctx.view, name, &k).await?;
-        Ok(Response::from_json(describe(name, &k)))
+        let now = Self::now(ctx);
+        self.modify(ctx, name, |k| Ok(k.rotate(now)?)).await
     }
 
     async fn encrypt(
@@ -420,20 +442,9 @@ impl TransitEngine {
         refuse_derivation(d)?;
         let k = match load(&ctx.view, name)? {
             Some(k) => k,
-            None => {
-                // First use creates the key (the pipeline has checked the
-                // caller may `create` here).
-                let key_type = key_type_param(d)?;
-                let _guard = self.locks.lock(ctx.view.prefix(), name).await;
-                match load(&ctx.view, name)? {
-                    Some(k) => k,
-                    None => {
-                        let k = Keyring::new(key_type, Self::now(ctx));
-                        store(&ctx.view, name, &k).await?;
-                        k
-                    }
-                }
-            }
+            // First use creates the key (the pipeline has checked the
+            // caller may `create` here).
+            None => self.get_or_create(ctx, name, key_type_param(d)?, 0).await?,
         };
         let outer_version = version_field(d)?;
         per_item(d, |item| {

@@ -70,11 +70,10 @@ async fn clean(p: &Pipeline, id: &str, rec: &RevocationRecord) -> Result<Cleanup
     let mut filter = Filter::new();
     filter.insert(to_filter_record(id, rec));
     let kills = |e: &TokenEntry| {
-        let role = token_role(e);
         let c = Credential {
             accessor: Some(e.accessor.as_str()),
             identity: e.identity.as_deref(),
-            role: role.as_ref().map(|(m, r)| (m.as_str(), r.as_str())),
+            role: token_role(e),
             issued_at_ms: token_issued_ms(e),
             ..Credential::default()
         };
