@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "sigil/v1/kv",
                 "sigil/cluster/v1/cluster",
                 "sigil/federation/v1/federation",
+                "sigil/mesh/v1/mesh",
             ]
             .map(|f| PathBuf::from(format!("proto/{f}.proto"))),
             &[PathBuf::from("proto"), protoc_bin_vendored::include_path()?],

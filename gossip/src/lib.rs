@@ -10,13 +10,17 @@
 //!   every cell, bounded in rounds, with digest-based anti-entropy to
 //!   repair what rumours miss.
 //! - [`glob`]: the `*` matching identity patterns and role bindings use.
+//! - [`mesh`]: the node runtime: chitchat membership and the broadcast
+//!   core over one gRPC stream per pair of nodes.
 //!
-//! The core is pure (no I/O, no clock, no randomness of its own), so the
-//! same code runs in the node and in the deterministic simulation.
+//! The core (`record`, `filter`, `broadcast`) is pure (no I/O, no clock,
+//! no randomness of its own), so the same code runs in the node and in
+//! the deterministic simulation.
 
 pub mod broadcast;
 pub mod filter;
 pub mod glob;
+pub mod mesh;
 pub mod record;
 
 pub use filter::{Applied, Credential, Filter};

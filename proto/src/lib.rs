@@ -43,3 +43,17 @@ pub mod federation {
         tonic::include_proto!("sigil.federation.v1");
     }
 }
+
+/// `sigil.mesh.v1`: the revocation mesh (membership and revocation gossip)
+/// between the nodes of every cell, on the mutual-TLS cluster port.
+pub mod mesh {
+    pub mod v1 {
+        #![allow(
+            missing_docs,
+            missing_debug_implementations,
+            clippy::all,
+            unreachable_pub
+        )]
+        tonic::include_proto!("sigil.mesh.v1");
+    }
+}
