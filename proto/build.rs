@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "sigil/v1/sys",
                 "sigil/v1/logical",
                 "sigil/v1/kv",
+                "sigil/v1/revocations",
                 "sigil/cluster/v1/cluster",
                 "sigil/federation/v1/federation",
                 "sigil/mesh/v1/mesh",

@@ -20,6 +20,10 @@
 //! [federation]                # the cells whose control planes this cell shares
 //! # sync_interval_ms = 2000   # how often a digest goes to each peer
 //! # [[federation.peers]] cell = "us-east", addrs = ["10.2.0.11:8202"], ca_file = "/etc/sigil/us-east-ca.pem"
+//! [gossip]                    # the revocation mesh, on the cluster port
+//! # enabled = true; tick_ms = 20; anti_entropy_ms = 1000; membership_interval_ms = 500
+//! # fanout_local = 2; fanout_remote = 2; retransmit_mult = 2
+//! # [[gossip.seeds]] cell = "us-east", addr = "10.2.0.12:8202"   # besides retry_join and federation peers
 //! [seal]
 //! type = "shamir"            # or "pkcs11"
 //! # [seal.pkcs11] module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "sigil", pin_env = "SIGIL_HSM_PIN", key_label = "sigil-root-wrap"
@@ -76,6 +80,8 @@ pub struct Config {
     pub raft: RaftConfig,
     #[serde(default)]
     pub federation: FederationConfig,
+    #[serde(default)]
+    pub gossip: GossipConfig,
     #[serde(default)]
     pub seal: SealConfig,
     #[serde(default)]
@@ -188,6 +194,86 @@ impl Default for FederationConfig {
             peers: Vec::new(),
         }
     }
+}
+
+/// The `[gossip]` section: the revocation mesh every node of every cell
+/// joins on its cluster port (docs/architecture.md, "The revocation mesh").
+/// Seeds are this cell's `raft.retry_join`, every federation peer's
+/// `addrs`, the cell registry's cluster addresses once known, and `seeds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Off: revocations reach other nodes through the control plane only
+    /// (replication in the cell, sync between cells).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often rumour batches go out.
+    #[serde(default = "default_gossip_tick_ms")]
+    pub tick_ms: u64,
+    /// How often a node compares digests with a peer that differs.
+    #[serde(default = "default_anti_entropy_ms")]
+    pub anti_entropy_ms: u64,
+    /// Membership's gossip interval (liveness, node state).
+    #[serde(default = "default_membership_interval_ms")]
+    pub membership_interval_ms: u64,
+    /// Peers of this node's cell sent each rumour batch per tick.
+    #[serde(default = "default_fanout")]
+    pub fanout_local: usize,
+    /// Peers of other cells sent each rumour batch per tick.
+    #[serde(default = "default_fanout")]
+    pub fanout_remote: usize,
+    /// Ticks a rumour is sent for: this times ⌈log10(members)⌉.
+    #[serde(default = "default_retransmit_mult")]
+    pub retransmit_mult: u32,
+    /// More nodes to join the mesh through.
+    #[serde(default)]
+    pub seeds: Vec<GossipSeed>,
+    /// Advertised cluster address → address actually dialled, for nodes of
+    /// any cell (`raft.dial_overrides` applies too, after these).
+    #[serde(default)]
+    pub dial_overrides: std::collections::BTreeMap<String, String>,
+}
+
+fn default_gossip_tick_ms() -> u64 {
+    20
+}
+fn default_anti_entropy_ms() -> u64 {
+    1_000
+}
+fn default_membership_interval_ms() -> u64 {
+    500
+}
+fn default_fanout() -> usize {
+    2
+}
+fn default_retransmit_mult() -> u32 {
+    2
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_ms: default_gossip_tick_ms(),
+            anti_entropy_ms: default_anti_entropy_ms(),
+            membership_interval_ms: default_membership_interval_ms(),
+            fanout_local: default_fanout(),
+            fanout_remote: default_fanout(),
+            retransmit_mult: default_retransmit_mult(),
+            seeds: Vec::new(),
+            dial_overrides: Default::default(),
+        }
+    }
+}
+
+/// A node to join the mesh through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSeed {
+    /// Its cell (this node's own, or a federation peer's).
+    pub cell: String,
+    /// Its cluster address (IP:PORT).
+    pub addr: String,
 }
 
 /// One peer cell.
@@ -653,6 +739,7 @@ impl Config {
             (SealKind::Shamir, None) => {}
         }
         self.validate_federation()?;
+        self.validate_gossip()?;
         if self.seal.auto_unseal_retry_secs == 0 {
             return Err(invalid("seal.auto_unseal_retry_secs", "must be at least 1"));
         }
@@ -666,6 +753,56 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_gossip(&self) -> Result<(), ConfigError> {
+        let g = &self.gossip;
+        if !(1..=1_000).contains(&g.tick_ms) {
+            return Err(invalid("gossip.tick_ms", "must be between 1 and 1000"));
+        }
+        if !(10..=600_000).contains(&g.anti_entropy_ms) {
+            return Err(invalid(
+                "gossip.anti_entropy_ms",
+                "must be between 10 and 600000",
+            ));
+        }
+        if !(10..=60_000).contains(&g.membership_interval_ms) {
+            return Err(invalid(
+                "gossip.membership_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if g.fanout_local > 64 || g.fanout_remote > 64 || g.fanout_local + g.fanout_remote == 0 {
+            return Err(invalid(
+                "gossip.fanout_local",
+                "fanout_local and fanout_remote must be at most 64 each, and not both 0",
+            ));
+        }
+        if !(1..=16).contains(&g.retransmit_mult) {
+            return Err(invalid(
+                "gossip.retransmit_mult",
+                "must be between 1 and 16",
+            ));
+        }
+        for seed in &g.seeds {
+            parse_addr("gossip.seeds.addr", &seed.addr)?;
+            let known = seed.cell == self.cell.id
+                || self.federation.peers.iter().any(|p| p.cell == seed.cell);
+            if !known {
+                return Err(invalid(
+                    "gossip.seeds.cell",
+                    format!(
+                        "{:?} is neither this node's cell nor a federation peer",
+                        seed.cell
+                    ),
+                ));
+            }
+        }
+        for (from, to) in &g.dial_overrides {
+            parse_addr("gossip.dial_overrides", from)?;
+            parse_addr("gossip.dial_overrides", to)?;
+        }
         Ok(())
     }
 

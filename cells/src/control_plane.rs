@@ -132,6 +132,45 @@ impl ControlPlane {
             .await
     }
 
+    /// Commits a revocation record heard from the mesh, unless the replica
+    /// already holds it at the same or a newer version (lifted is newer),
+    /// or it has expired. Idempotent by id: nodes of a cell that heard the
+    /// same record race safely (the loser's retry finds it held). Returns
+    /// whether this call committed it.
+    pub async fn adopt_revocation(
+        &self,
+        id: &str,
+        record: sigil_control_plane::model::RevocationRecord,
+    ) -> Result<bool, ApiError> {
+        let key = Key::Revocation { id: id.to_owned() };
+        let now = now_ms();
+        if record.expires_ms <= now {
+            return Ok(false);
+        }
+        let ours = self.read(|r| r.applied().get(&self.me)).await?;
+        if let Some((peer, _)) = self.sync.ahead_on(&self.me, ours) {
+            return Err(ApiError::Unavailable(format!(
+                "cell {peer} holds ops of this cell that it has not applied; retry after the next sync"
+            )));
+        }
+        self.change(|r| {
+            let held = match r.state().get(&key) {
+                Some(Value::Revocation(have)) => have.lifted || !record.lifted,
+                _ => false,
+            };
+            if held {
+                return Ok(false);
+            }
+            r.originate(
+                key.clone(),
+                Some(Value::Revocation(record.clone())),
+                now_ms(),
+            )
+            .map(|_| true)
+        })
+        .await
+    }
+
     /// Applies ops received from a peer cell.
     pub async fn receive(&self, entries: Vec<Entry>) -> Result<Receipt, ApiError> {
         self.change(|r| r.receive(entries.clone(), now_ms())).await

@@ -6,8 +6,10 @@
 
 mod convert;
 mod logical;
+mod revocations;
 
 pub use logical::LogicalService;
+pub use revocations::RevocationsService;
 
 use std::sync::Arc;
 

@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod http;
 pub mod lease;
 pub mod logical;
+pub mod mesh;
 pub mod metrics;
 pub mod mounts;
 pub mod node;

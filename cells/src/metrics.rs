@@ -114,10 +114,11 @@ struct RevocationCounters {
     filter_rebuilds: AtomicU64,
     cleanup_tokens: AtomicU64,
     cleanup_leases: AtomicU64,
+    heard: AtomicU64,
 }
 
 impl RevocationCounters {
-    fn rows(&self) -> [(&'static str, &'static str, u64); 6] {
+    fn rows(&self) -> [(&'static str, &'static str, u64); 7] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -149,6 +150,11 @@ impl RevocationCounters {
                 "revocation_cleanup_leases",
                 "Leases queued for revocation by revocation cleanup (leader).",
                 get(&self.cleanup_leases),
+            ),
+            (
+                "revocations_heard",
+                "Revocation records this node enforced on hearing them from the mesh.",
+                get(&self.heard),
             ),
         ]
     }
@@ -199,6 +205,107 @@ pub struct Gauges {
     pub raft: Option<crate::raft::stats::RaftFigures>,
     /// Revocation records this node enforces.
     pub revocation_records: Option<u64>,
+    /// The node's share of the revocation mesh, when it runs one.
+    pub mesh: Option<std::sync::Arc<sigil_gossip::mesh::Mesh>>,
+}
+
+/// The mesh's counters: name, help, value.
+fn mesh_counters(m: &sigil_gossip::mesh::Mesh) -> Vec<(&'static str, &'static str, u64)> {
+    let (b, l) = (m.stats(), m.link_stats());
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    vec![
+        (
+            "gossip_rumours_sent",
+            "Revocation records sent as rumours (per peer).",
+            get(&b.rumours_sent),
+        ),
+        (
+            "gossip_rumours_received",
+            "Revocation records received as rumours.",
+            get(&b.rumours_received),
+        ),
+        (
+            "gossip_rumours_duplicate",
+            "Rumoured records this node already held.",
+            get(&b.rumours_duplicate),
+        ),
+        (
+            "gossip_digests_sent",
+            "Anti-entropy digests sent.",
+            get(&b.digests_sent),
+        ),
+        (
+            "gossip_records_repaired",
+            "Records this node learned through anti-entropy.",
+            get(&b.records_repaired),
+        ),
+        (
+            "gossip_messages_refused",
+            "Revocation messages from peers refused (malformed or invalid).",
+            get(&b.messages_refused),
+        ),
+        (
+            "gossip_frames_sent",
+            "Mesh frames queued to peers.",
+            get(&l.frames_sent),
+        ),
+        (
+            "gossip_frames_received",
+            "Mesh frames received from peers.",
+            get(&l.frames_received),
+        ),
+        (
+            "gossip_frames_dropped",
+            "Mesh frames dropped (queue full, peer unreachable or of an unknown cell).",
+            get(&l.frames_dropped),
+        ),
+        (
+            "gossip_bytes_sent",
+            "Payload bytes queued to peers.",
+            get(&l.bytes_sent),
+        ),
+        (
+            "gossip_bytes_received",
+            "Payload bytes received from peers.",
+            get(&l.bytes_received),
+        ),
+        (
+            "gossip_streams_opened",
+            "Mesh streams opened, either way.",
+            get(&l.streams_opened),
+        ),
+    ]
+}
+
+fn mesh_prometheus(out: &mut String, m: &sigil_gossip::mesh::Mesh) {
+    for (name, help, n) in mesh_counters(m) {
+        let _ = writeln!(out, "# HELP sigil_{name}_total {help}");
+        let _ = writeln!(out, "# TYPE sigil_{name}_total counter");
+        let _ = writeln!(out, "sigil_{name}_total {n}");
+    }
+    out.push_str(
+        "# HELP sigil_gossip_members_live Live mesh members this node sees, itself included.\n",
+    );
+    out.push_str("# TYPE sigil_gossip_members_live gauge\n");
+    let _ = writeln!(out, "sigil_gossip_members_live {}", m.live_members());
+    out.push_str("# HELP sigil_gossip_streams_open Peers this node has a mesh stream with.\n");
+    out.push_str("# TYPE sigil_gossip_streams_open gauge\n");
+    let _ = writeln!(out, "sigil_gossip_streams_open {}", m.open_streams());
+    let (buckets, count, sum) = m.stats().convergence();
+    out.push_str("# HELP sigil_revocation_apply_latency_ms Time from a record's issue to its application on this node, in milliseconds.\n");
+    out.push_str("# TYPE sigil_revocation_apply_latency_ms histogram\n");
+    for (le, n) in buckets {
+        let _ = writeln!(
+            out,
+            "sigil_revocation_apply_latency_ms_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sigil_revocation_apply_latency_ms_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(out, "sigil_revocation_apply_latency_ms_sum {sum}");
+    let _ = writeln!(out, "sigil_revocation_apply_latency_ms_count {count}");
 }
 
 impl Metrics {
@@ -256,6 +363,10 @@ impl Metrics {
         self.revocations
             .logins_refused
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revocation_heard(&self, n: u64) {
+        self.revocations.heard.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn revocation_filter_rebuilt(&self) {
@@ -358,6 +469,9 @@ impl Metrics {
         if let Some(r) = &gauges.raft {
             raft_prometheus(&mut out, r);
         }
+        if let Some(m) = &gauges.mesh {
+            mesh_prometheus(&mut out, m);
+        }
         out
     }
 
@@ -431,6 +545,20 @@ impl Metrics {
                 r.log_sync
                     .json_sample("sigil.raft.log.sync.duration", json!({})),
             );
+        }
+        if let Some(m) = &gauges.mesh {
+            for (name, _, n) in mesh_counters(m) {
+                counters.push(json!({ "Name": format!("sigil.{}", name.replace('_', ".")), "Count": n, "Labels": {} }));
+            }
+            gauge_list.push(json!({ "Name": "sigil.gossip.members.live", "Value": m.live_members(), "Labels": {} }));
+            gauge_list.push(json!({ "Name": "sigil.gossip.streams.open", "Value": m.open_streams(), "Labels": {} }));
+            let (_, count, sum) = m.stats().convergence();
+            samples.push(json!({
+                "Name": "sigil.revocation.apply.latency.ms",
+                "Count": count,
+                "Sum": sum,
+                "Labels": {},
+            }));
         }
         json!({
             "Timestamp": crate::clock::rfc3339(time::OffsetDateTime::now_utc()),
@@ -589,6 +717,7 @@ mod tests {
                 timed_out: 1,
             }],
             raft: None,
+            mesh: None,
         });
         assert!(text.contains(
             "sigil_audit_device_records_total{device=\"file/\",type=\"file\",outcome=\"dropped\"} 2"

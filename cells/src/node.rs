@@ -357,6 +357,11 @@ impl Node {
         &self.revocations
     }
 
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The cell's state was replaced by an operator's snapshot: reload the
     /// seal material (a keyring this node's root key cannot open seals it),
     /// and rebuild everything built from the old state.

@@ -803,6 +803,7 @@ impl Pipeline {
             audit_devices: self.audit.metrics().devices,
             raft: self.cell.as_ref().map(crate::raft::RaftCell::figures),
             revocation_records: Some(self.revocation.held() as u64),
+            mesh: self.revocation.mesh().cloned(),
         };
         match format {
             "prometheus" => Ok(Response {

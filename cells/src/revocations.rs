@@ -1,16 +1,21 @@
-//! The node's revocation filter, built from the control plane's revocation
-//! records (`Key::Revocation`), which every cell holds durably and which
-//! sync spreads to every cell (docs/architecture.md, "The revocation
-//! mesh").
+//! The node's revocation filter: the control plane's revocation records
+//! (`Key::Revocation`), which every cell holds durably and sync spreads to
+//! every cell, and the records the revocation mesh brought before the
+//! replica holds them (docs/architecture.md, "The revocation mesh").
 //!
 //! Every node rebuilds its filter from its cell's replica before its
 //! pipeline serves a first request, and again whenever the replica's
 //! version vector moves, so a node restarted after a revocation enforces
-//! it from the start. The request path asks the filter about the calling
-//! token (accessor, identity, role, creation time) and, at login, whether
-//! a quarantine refuses the identity or role.
+//! it from the start. A record heard from the mesh is enforced the moment
+//! it arrives and kept across rebuilds until the replica holds it. The
+//! request path asks the filter about the calling token (accessor,
+//! identity, role, creation time) and, at login, whether a quarantine
+//! refuses the identity or role.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use sigil_gossip::mesh::Mesh;
 
 use sigil_control_plane::model::{RevocationKind, RevocationRecord, RevocationTarget};
 use sigil_control_plane::{Key, Kind, Value};
@@ -19,6 +24,32 @@ use sigil_gossip::{Credential, Filter, Revocation, Target};
 use crate::api_error::ApiError;
 use crate::control_plane::ControlPlane;
 use crate::token::TokenEntry;
+
+/// A filter record as the control plane holds it (the inverse of
+/// [`to_filter_record`]: records are issued at logical time 0).
+pub fn from_filter_record(r: &Revocation) -> RevocationRecord {
+    RevocationRecord {
+        kind: match r.kind {
+            sigil_gossip::Kind::Revoke => RevocationKind::Revoke,
+            sigil_gossip::Kind::Quarantine => RevocationKind::Quarantine,
+        },
+        target: match &r.target {
+            Target::Accessor(a) => RevocationTarget::Accessor(a.clone()),
+            Target::LeaseId(l) => RevocationTarget::LeaseId(l.clone()),
+            Target::LeasePrefix(p) => RevocationTarget::LeasePrefix(p.clone()),
+            Target::Identity(i) => RevocationTarget::Identity(i.clone()),
+            Target::Role { mount, role } => RevocationTarget::Role {
+                mount: mount.clone(),
+                role: role.clone(),
+            },
+            Target::CertSerial(s) => RevocationTarget::CertSerial(s.clone()),
+        },
+        reason: r.reason.clone(),
+        issued_at: sigil_control_plane::Hlc::new(r.issued_at_ms, 0),
+        expires_ms: r.expires_ms,
+        lifted: r.lifted,
+    }
+}
 
 /// A control-plane record as the filter holds it.
 pub fn to_filter_record(id: &str, r: &RevocationRecord) -> Revocation {
@@ -82,11 +113,55 @@ struct Loaded {
 #[derive(Debug, Default)]
 pub struct Revocations {
     loaded: RwLock<Loaded>,
+    /// Records heard from the mesh that the replica did not hold (at that
+    /// version) when last rebuilt.
+    heard: RwLock<HashMap<String, Revocation>>,
+    /// The node's share of the mesh, once it runs.
+    mesh: OnceLock<Arc<Mesh>>,
 }
 
 impl Revocations {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Hands records this node learns from its cell to the mesh from now on.
+    pub fn attach_mesh(&self, mesh: Arc<Mesh>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    pub fn mesh(&self) -> Option<&Arc<Mesh>> {
+        self.mesh.get()
+    }
+
+    /// Enforces records heard from the mesh, at once.
+    pub fn hear(&self, records: &[Revocation]) {
+        let mut heard = self.heard.write().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        for r in records {
+            loaded.filter.insert(r.clone());
+            heard.insert(r.id.clone(), r.clone());
+        }
+    }
+
+    /// Records heard from the mesh that the replica does not hold yet.
+    pub fn heard(&self) -> Vec<Revocation> {
+        self.heard
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A record this cell just committed (issued or lifted here): the mesh
+    /// takes it to every cell from this node.
+    pub fn originate(&self, id: &str, record: &RevocationRecord) {
+        if let Some(mesh) = self.mesh.get()
+            && let Err(e) = mesh.learn(to_filter_record(id, record), true)
+        {
+            tracing::error!(revocation = %id, error = %e, "a committed revocation is not a valid mesh record");
+        }
     }
 
     /// Rebuilds the filter from the replica if the replica moved since the
@@ -102,7 +177,7 @@ impl Revocations {
         if known.is_some() && known == version {
             return Ok(false);
         }
-        let filter = control
+        let mut filter = control
             .read(|r| {
                 let mut filter = Filter::new();
                 for (k, _) in r.state().registers() {
@@ -118,9 +193,34 @@ impl Revocations {
                 filter
             })
             .await?;
-        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        loaded.filter = filter;
-        loaded.from = version;
+        let stored: Vec<Revocation> = if self.mesh.get().is_some() {
+            filter.records().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        {
+            // Heard records stay enforced until the replica holds them.
+            let now = sigil_control_plane::sync::now_ms();
+            let mut heard = self.heard.write().unwrap_or_else(|p| p.into_inner());
+            heard.retain(|id, r| {
+                let held = filter.get(id).is_some_and(|s| s.version() >= r.version());
+                r.expires_ms > now && !held
+            });
+            for r in heard.values() {
+                filter.insert(r.clone());
+            }
+            let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+            loaded.filter = filter;
+            loaded.from = version;
+        }
+        // What the replica brought (sync from another cell, a commit by
+        // another node here) spreads on the mesh too; known records stop
+        // at once.
+        if let Some(mesh) = self.mesh.get() {
+            for r in stored {
+                let _ = mesh.learn(r, false);
+            }
+        }
         Ok(true)
     }
 

@@ -211,7 +211,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .context("[cell] id cannot name a control-plane cell")?,
         cluster.peers.list(),
     );
-    serve_cluster(&cluster, incoming, &node, rx.clone(), &mut tasks);
+    let mesh = crate::mesh::start(
+        &node,
+        config,
+        &cluster.pki,
+        &cluster.peers,
+        &cluster.cell.node().cluster_addr,
+        rx.clone(),
+        &mut tasks,
+    )
+    .await?;
+    serve_cluster(
+        &cluster,
+        incoming,
+        &node,
+        mesh.map(|(_, server)| server),
+        rx.clone(),
+        &mut tasks,
+    );
     crate::federation::spawn(
         node.clone(),
         &cluster.pki.node,
@@ -309,12 +326,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let svc = crate::grpc::SysService::new(node.clone()).into_server(max_body);
         let (logical_svc, kv_svc) =
             crate::grpc::LogicalService::new(node.clone()).into_servers(max_body);
+        let revocations_svc = crate::grpc::RevocationsService::new(node.clone()).into_server();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
         tasks.push(tokio::spawn(async move {
             let served = builder
                 .add_service(svc)
                 .add_service(logical_svc)
                 .add_service(kv_svc)
+                .add_service(revocations_svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
@@ -383,12 +402,14 @@ struct Cluster {
     peers: crate::federation::Peers,
 }
 
-/// Serves the cluster port: Raft and forwarding for this cell's nodes, and
-/// control-plane sync for federated peer cells.
+/// Serves the cluster port: Raft and forwarding for this cell's nodes,
+/// control-plane sync for federated peer cells, and the revocation mesh
+/// for both.
 fn serve_cluster(
     cluster: &Cluster,
     incoming: crate::cluster_pki::ClusterIncoming,
     node: &Arc<Node>,
+    mesh: Option<sigil_proto::mesh::v1::mesh_server::MeshServer<sigil_gossip::mesh::MeshService>>,
     rx: watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) {
@@ -402,6 +423,7 @@ fn serve_cluster(
         let served = tonic::transport::Server::builder()
             .add_service(raft)
             .add_service(federation)
+            .add_optional_service(mesh)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })

@@ -63,13 +63,25 @@ fn issue(ca: &CellCa, cell: &str) -> NodeCertificate {
 }
 
 fn config(dir: &Path, me: &CellFiles, peers: &[&CellFiles]) -> Config {
+    config_with(dir, me, peers, |p| p.cluster.clone(), "")
+}
+
+/// A node's configuration; `sync_addr` gives the address its federation
+/// peers are listed at, `extra` is appended.
+fn config_with(
+    dir: &Path,
+    me: &CellFiles,
+    peers: &[&CellFiles],
+    sync_addr: impl Fn(&CellFiles) -> String,
+    extra: &str,
+) -> Config {
     let peers: String = peers
         .iter()
         .map(|p| {
             format!(
                 "[[federation.peers]]\ncell = \"{}\"\naddrs = [\"{}\"]\nca_file = {:?}\n",
                 p.id,
-                p.cluster,
+                sync_addr(p),
                 p.ca_pem.display().to_string()
             )
         })
@@ -80,7 +92,7 @@ fn config(dir: &Path, me: &CellFiles, peers: &[&CellFiles]) -> Config {
          [cell]\nid = \"{}\"\n\
          [raft]\ncluster_addr = \"{}\"\n\
          tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n\
-         [federation]\nsync_interval_ms = 200\n{peers}",
+         [federation]\nsync_interval_ms = 200\n{peers}{extra}",
         dir.join("data").display().to_string(),
         me.id,
         me.cluster,
@@ -100,6 +112,14 @@ struct Federation {
 
 /// `ids` as cells that all federate with each other, initialised and unsealed.
 async fn federation(ids: &[&str]) -> Federation {
+    federation_with(ids, None).await
+}
+
+/// As [`federation`]; with `blackhole`, every federation peer is listed at
+/// that address (which accepts connections and never answers), so
+/// control-plane sync cannot run, and the mesh is seeded with the real
+/// cluster addresses through `[[gossip.seeds]]`.
+async fn federation_with(ids: &[&str], blackhole: Option<&str>) -> Federation {
     let dirs: Vec<tempfile::TempDir> = ids
         .iter()
         .map(|_| tempfile::tempdir().expect("tempdir"))
@@ -112,7 +132,21 @@ async fn federation(ids: &[&str]) -> Federation {
     let mut nodes = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let peers: Vec<&CellFiles> = files.iter().filter(|p| p.id != f.id).collect();
-        let c = config(dirs[i].path(), f, &peers);
+        let c = match blackhole {
+            None => config(dirs[i].path(), f, &peers),
+            Some(hole) => {
+                let seeds: String = peers
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "[[gossip.seeds]]\ncell = \"{}\"\naddr = \"{}\"\n",
+                            p.id, p.cluster
+                        )
+                    })
+                    .collect();
+                config_with(dirs[i].path(), f, &peers, |_| hole.to_owned(), &seeds)
+            }
+        };
         nodes.push(server::start(&c).await.expect("start"));
     }
     let mut roots = Vec::new();
@@ -1269,4 +1303,179 @@ async fn revoking_a_spiffe_pattern_drops_its_database_users_in_every_cell() {
     for n in fed.nodes {
         n.shutdown().await;
     }
+}
+
+/// Sets up AppRole at `auth/app/` with role `billing` in a cell on its own
+/// (not a global mount) and logs in through it.
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("x-sigil-token", token.parse().expect("token"));
+    r
+}
+
+/// Sets up AppRole at `auth/app/` with role `billing` in a cell on its own
+/// (not a global mount) and logs in through it.
+async fn local_billing_login(base: &str, root: &str) -> String {
+    let (code, out) = http(
+        base,
+        "POST",
+        "sys/auth/app",
+        Some(root),
+        r#"{"type":"approle"}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    let (code, out) = http(
+        base,
+        "POST",
+        "auth/app/role/billing",
+        Some(root),
+        r#"{"token_policies":["default"]}"#,
+    )
+    .await;
+    assert_eq!(code, 204, "{out}");
+    approle_login(base, root, "billing").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mesh_carries_a_revocation_to_a_cell_that_sync_cannot_reach() {
+    // Sync is pointed at a socket that never answers: only the mesh links
+    // the two cells.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hole_addr = hole.local_addr().expect("addr").to_string();
+    let fed = federation_with(&["eu-west", "us-east"], Some(&hole_addr)).await;
+    let (a, b) = (fed.nodes[0].http_url(), fed.nodes[1].http_url());
+    let (ra, rb) = (fed.roots[0].as_str(), fed.roots[1].as_str());
+    let token_b = local_billing_login(&b, rb).await;
+    let alive = async |token: &str| {
+        http(&b, "GET", "auth/token/lookup-self", Some(token), "")
+            .await
+            .0
+            == 200
+    };
+    assert!(alive(&token_b).await);
+
+    let (code, rev) = http(
+        &a,
+        "POST",
+        "sys/revocations",
+        Some(ra),
+        r#"{"identity":"approle:billing","reason":"secret ID leaked"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{rev}");
+    let id = rev["data"]["id"].as_str().expect("id").to_owned();
+    until("B refuses the token", async || {
+        (!alive(&token_b).await).then_some(())
+    })
+    .await;
+
+    // B's leader committed the record it heard to B's own control plane:
+    // B serves it (sync never ran), and says where it came from.
+    let shown = until("B holds the record", async || {
+        let (code, out) = http(&b, "GET", &format!("sys/revocations/{id}"), Some(rb), "").await;
+        (code == 200).then_some(out)
+    })
+    .await;
+    assert_eq!(shown["data"]["enforced_here"], true, "{shown}");
+    let (code, _) = http(
+        &a,
+        "PUT",
+        "sys/policy/only-in-a",
+        Some(ra),
+        r#"{"policy":"path \"x\" { capabilities = [\"read\"] }"}"#,
+    )
+    .await;
+    assert_eq!(code, 204);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        http(&b, "GET", "sys/policy/only-in-a", Some(rb), "")
+            .await
+            .0,
+        404,
+        "sync must not be running in this test"
+    );
+
+    // Convergence, as A reports it: both nodes applied it, one per cell.
+    let conv = until("A reports both nodes applied", async || {
+        let (_, out) = http(&a, "GET", &format!("sys/revocations/{id}"), Some(ra), "").await;
+        (out["data"]["convergence"]["converged"] == true).then_some(out)
+    })
+    .await;
+    let c = &conv["data"]["convergence"];
+    assert_eq!(c["nodes_live"], 2, "{c}");
+    assert_eq!(c["nodes_applied"], 2, "{c}");
+    let cells: Vec<&str> = c["cells"]
+        .as_array()
+        .expect("cells")
+        .iter()
+        .map(|x| x["cell"].as_str().expect("cell"))
+        .collect();
+    assert_eq!(cells, ["eu-west", "us-east"]);
+    for x in c["cells"].as_array().expect("cells") {
+        assert!(
+            x["first_applied_ms"].as_u64().expect("first")
+                >= rev["data"]["issued_at_ms"].as_u64().expect("issued") - 1_000
+        );
+    }
+
+    // The same over gRPC: Watch ends with a converged update; without a
+    // token it is refused, and an id that is not one is invalid.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", fed.nodes[0].grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let mut client = sigil_proto::v1::revocations_client::RevocationsClient::new(channel);
+    let mut stream = client
+        .watch(with_token(
+            sigil_proto::v1::WatchRequest {
+                id: id.clone(),
+                timeout_ms: 30_000,
+            },
+            ra,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await.expect("update") {
+        last = Some(update);
+    }
+    let last = last.expect("at least one update");
+    assert!(last.converged && last.nodes_applied == 2, "{last:?}");
+    let err = client
+        .watch(sigil_proto::v1::WatchRequest {
+            id: id.clone(),
+            timeout_ms: 0,
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let err = client
+        .get(with_token(
+            sigil_proto::v1::RevocationId { id: "../x".into() },
+            ra,
+        ))
+        .await
+        .expect_err("bad id");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let got = client
+        .get(with_token(
+            sigil_proto::v1::RevocationId { id: id.clone() },
+            ra,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.target_type, "identity");
+    assert_eq!(got.target, "approle:billing");
+    assert!(got.convergence.is_some_and(|c| c.converged));
+    // Mesh streams end with their nodes.
+    for n in fed.nodes {
+        n.shutdown().await;
+    }
+    drop(hole);
 }

@@ -75,7 +75,23 @@ impl Federation {
             }
         }
         for (a, cell) in cells.iter().enumerate() {
-            let mut extra = format!("[federation]\nsync_interval_ms = {sync_interval_ms}\n");
+            // The mesh dials other cells' nodes by the addresses they
+            // advertise: send those through this cell's proxies too.
+            let overrides: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .filter(|(b, _)| *b != a)
+                .flat_map(|(b, peer)| {
+                    peer.nodes
+                        .iter()
+                        .zip(&links[&(a, b)])
+                        .map(|(n, p)| format!("\"{}\" = \"{}\"", n.cluster, p.local_addr()))
+                })
+                .collect();
+            let mut extra = format!(
+                "[gossip]\ndial_overrides = {{ {} }}\n[federation]\nsync_interval_ms = {sync_interval_ms}\n",
+                overrides.join(", ")
+            );
             for (b, peer) in cells.iter().enumerate() {
                 if a == b {
                     continue;

@@ -132,6 +132,34 @@ fn equal_timestamps_are_ranked_by_cell() {
 }
 
 #[test]
+fn cells_writing_the_same_value_concurrently_agree_and_are_no_conflict() {
+    // Two cells commit one revocation record, each having heard it from the
+    // mesh before sync brought the other's op.
+    let mut a = replica("eu-west");
+    let mut b = replica("us-east");
+    let (key, value) = revocation("rev-1", 9_000_000);
+    a.originate(key.clone(), value.clone(), 1_000).expect("a");
+    b.originate(key.clone(), value.clone(), 1_001).expect("b");
+    sync(&a, &mut b, 1_002);
+    sync(&b, &mut a, 1_002);
+    for r in [&a, &b] {
+        assert_eq!(r.state().values(&key).len(), 2, "both ops are kept");
+        assert_eq!(r.state().get(&key), value);
+        assert!(r.state().conflicts().is_empty());
+    }
+    assert_eq!(a.digest(), b.digest());
+    // A value that differs still is one.
+    let (_, mut other) = revocation("rev-1", 9_000_000);
+    if let Some(Value::Revocation(rec)) = &mut other {
+        rec.lifted = true;
+    }
+    let mut c = replica("ap-south");
+    c.originate(key.clone(), other, 1_003).expect("c");
+    sync(&c, &mut a, 1_004);
+    assert_eq!(a.state().conflicts().len(), 1);
+}
+
+#[test]
 fn a_delete_racing_an_update_is_a_conflict_not_a_silent_win() {
     let mut a = replica("eu-west");
     let mut b = replica("us-east");

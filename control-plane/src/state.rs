@@ -174,14 +174,17 @@ impl ControlState {
             .collect()
     }
 
-    /// Keys holding concurrent values, with the value in force and the others.
+    /// Keys holding concurrent values that differ, with the value in force
+    /// and the others. Cells that wrote the same value concurrently agree
+    /// (two cells committing one revocation heard from the mesh): that is
+    /// not a conflict.
     pub fn conflicts(&self) -> Vec<Conflict> {
         self.regs
             .keys()
             .filter_map(|key| {
                 let mut vals = self.values(key).into_iter();
                 let winner = vals.next()?;
-                let losers: Vec<Stamped> = vals.collect();
+                let losers: Vec<Stamped> = vals.filter(|v| v.value != winner.value).collect();
                 (!losers.is_empty()).then(|| Conflict {
                     key: key.clone(),
                     winner,

@@ -200,6 +200,8 @@ pub struct Mesh {
     applied: Mutex<HashMap<String, u64>>,
     observer: Arc<dyn Observer>,
     stats: BroadcastStats,
+    /// Live members, this node included, as last counted.
+    live: AtomicU64,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -222,7 +224,8 @@ impl Mesh {
         observer: Arc<dyn Observer>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Self>> {
-        let (links, membership_rx, revocations_rx) = Links::new(me.clone(), dialer);
+        let (links, membership_rx, revocations_rx) =
+            Links::new(me.clone(), dialer, shutdown.clone());
         for (addr, cell) in &seeds {
             links.learn_cell(*addr, cell);
         }
@@ -261,6 +264,7 @@ impl Mesh {
             applied: Mutex::new(HashMap::new()),
             observer,
             stats: BroadcastStats::default(),
+            live: AtomicU64::new(1),
         });
         tokio::spawn(Arc::clone(&mesh).receive_loop(revocations_rx, shutdown.clone()));
         tokio::spawn(Arc::clone(&mesh).tick_loop(shutdown));
@@ -318,6 +322,12 @@ impl Mesh {
 
     pub fn link_stats(&self) -> &LinkStats {
         &self.links.stats
+    }
+
+    /// Live members (this node included) when last counted (at least
+    /// once per anti-entropy interval).
+    pub fn live_members(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Peers this node has a stream open with.

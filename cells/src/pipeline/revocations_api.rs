@@ -7,8 +7,10 @@
 //!   optional `ttl` (default: the longest lease TTL any mount allows).
 //!   The record is committed in this cell's control plane before the answer
 //!   (durable, and enforced by this node), then reaches every node of
-//!   every cell.
-//! - `LIST sys/revocations`, `GET sys/revocations/:id`.
+//!   every cell through the mesh.
+//! - `LIST sys/revocations`, `GET sys/revocations/:id` (with `convergence`:
+//!   per cell, live nodes, how many applied the record, first and last
+//!   apply time, the nodes still pending).
 //! - `DELETE sys/revocations/:id` lifts a quarantine: new logins are let
 //!   in again; what it killed stays dead. A plain revocation cannot be
 //!   lifted: it ends when it expires.
@@ -136,8 +138,9 @@ async fn create(p: &Pipeline, req: &Request) -> Result<Response, ApiError> {
             Some(Value::Revocation(record.clone())),
         )
         .await?;
-    // Enforced here before the answer; the cell's other nodes and the other
-    // cells follow as the record replicates.
+    // Enforced here before the answer. The mesh takes it from this node to
+    // every node of every cell; replication and sync bring it durably.
+    p.revocation.originate(&id, &record);
     p.revocation.reload(&p.control).await?;
     p.metrics.revocation_issued();
     tracing::warn!(revocation = %id, target = ?record.target, kind = ?record.kind, "revocation issued");
@@ -227,10 +230,17 @@ async fn list(p: &Pipeline) -> Result<Response, ApiError> {
 }
 
 async fn read(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
-    match record(p, id).await? {
-        Some(r) => Ok(Response::from_json(shown(id, &r, p))),
-        None => Err(ApiError::NotFound(String::new())),
-    }
+    let Some(r) = record(p, id).await? else {
+        return Err(ApiError::NotFound(String::new()));
+    };
+    let mut body = shown(id, &r, p);
+    body["convergence"] = match p.revocation.mesh() {
+        Some(mesh) => {
+            serde_json::to_value(crate::mesh::convergence(mesh, id).await).unwrap_or(Json::Null)
+        }
+        None => Json::Null,
+    };
+    Ok(Response::from_json(body))
 }
 
 async fn lift(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
@@ -250,9 +260,10 @@ async fn lift(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
     p.control
         .write(
             Key::Revocation { id: id.to_owned() },
-            Some(Value::Revocation(r)),
+            Some(Value::Revocation(r.clone())),
         )
         .await?;
+    p.revocation.originate(id, &r);
     p.revocation.reload(&p.control).await?;
     tracing::warn!(revocation = %id, "quarantine lifted");
     Ok(Response::empty())

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use sigil_proto::mesh::v1 as pb;
 use sigil_proto::mesh::v1::frame::Body;
 use sigil_proto::mesh::v1::mesh_client::MeshClient;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -94,6 +95,9 @@ pub(crate) struct Links {
     failed: Mutex<HashMap<SocketAddr, Instant>>,
     membership: mpsc::Sender<Inbound>,
     revocations: mpsc::Sender<Inbound>,
+    /// Ends every stream, both ways (a server's graceful shutdown waits
+    /// for its streams to end).
+    shutdown: watch::Receiver<bool>,
     pub(crate) stats: LinkStats,
 }
 
@@ -112,6 +116,7 @@ impl Links {
     pub(crate) fn new(
         me: Identity,
         dialer: Arc<dyn Dialer>,
+        shutdown: watch::Receiver<bool>,
     ) -> (Arc<Self>, mpsc::Receiver<Inbound>, mpsc::Receiver<Inbound>) {
         let (membership, membership_rx) = mpsc::channel(QUEUE);
         let (revocations, revocations_rx) = mpsc::channel(QUEUE);
@@ -123,6 +128,7 @@ impl Links {
             failed: Mutex::new(HashMap::new()),
             membership,
             revocations,
+            shutdown,
             stats: LinkStats::default(),
         });
         (links, membership_rx, revocations_rx)
@@ -195,6 +201,7 @@ impl Links {
         let _ = tx.try_send(hello);
         let links = Arc::clone(self);
         let ours = tx.clone();
+        let mut stop = self.shutdown.clone();
         tokio::spawn(async move {
             let ran = async {
                 let channel = links.dialer.dial(to, &cell)?;
@@ -212,8 +219,11 @@ impl Links {
                     links.dispatch(to, frame);
                 }
                 Ok::<(), String>(())
-            }
-            .await;
+            };
+            let ran = tokio::select! {
+                r = ran => r,
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            };
             if let Err(e) = ran {
                 tracing::debug!(peer = %to, error = %e, "mesh stream to peer ended");
                 lock(&links.failed).insert(to, Instant::now());
@@ -267,9 +277,14 @@ impl Links {
         lock(&self.failed).remove(&from);
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         let links = Arc::clone(self);
+        let mut stop = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                match incoming.message().await {
+                let next = tokio::select! {
+                    m = incoming.message() => m,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                match next {
                     Ok(Some(frame)) => links.dispatch(from, frame),
                     Ok(None) => break,
                     Err(e) => {
@@ -280,7 +295,13 @@ impl Links {
             }
             links.forget(from, &tx);
         });
-        Ok(Box::pin(ReceiverStream::new(rx).map(Ok)))
+        let mut stop = self.shutdown.clone();
+        let ends = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        Ok(Box::pin(
+            ReceiverStream::new(rx).map(Ok).take_until(Box::pin(ends)),
+        ))
     }
 
     fn dispatch(&self, from: SocketAddr, frame: pb::Frame) {

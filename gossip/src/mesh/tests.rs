@@ -34,6 +34,7 @@ impl Observer for Seen {
 struct TestNode {
     mesh: Arc<Mesh>,
     seen: Arc<Seen>,
+    server: tokio::task::JoinHandle<()>,
 }
 
 fn settings() -> MeshSettings {
@@ -70,7 +71,7 @@ async fn start(
     .expect("mesh");
     let server = mesh.server(authenticate);
     let mut stop = shutdown;
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = Server::builder()
             .add_service(server)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -78,7 +79,7 @@ async fn start(
             })
             .await;
     });
-    TestNode { mesh, seen }
+    TestNode { mesh, seen, server }
 }
 
 fn anyone() -> Authenticate {
@@ -165,7 +166,16 @@ async fn a_record_learned_on_one_node_is_enforced_by_every_node_of_every_cell() 
     let cells: std::collections::BTreeSet<&str> =
         apps.iter().map(|a| a.member.cell.as_str()).collect();
     assert_eq!(cells, ["a", "b"].into_iter().collect());
+
+    // Shutting down ends every stream, so each server's graceful shutdown
+    // completes (it waits for open calls).
     let _ = stop.send(true);
+    for n in nodes {
+        tokio::time::timeout(Duration::from_secs(30), n.server)
+            .await
+            .expect("the server stopped: no mesh stream held it open")
+            .expect("server task");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
