@@ -947,6 +947,48 @@ mod tests {
     }
 
     #[test]
+    fn gossip_defaults_and_bad_values() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert!(c.gossip.enabled);
+        assert_eq!((c.gossip.tick_ms, c.gossip.anti_entropy_ms), (20, 1_000));
+        let ok = Config::parse(&format!(
+            "{MINIMAL}[cell]\nid = \"eu-west\"\n[gossip]\ntick_ms = 50\n[[gossip.seeds]]\ncell = \"eu-west\"\naddr = \"127.0.0.1:8202\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(ok.gossip.seeds.len(), 1);
+        for (body, needle) in [
+            ("tick_ms = 0\n", "gossip.tick_ms"),
+            ("anti_entropy_ms = 1\n", "gossip.anti_entropy_ms"),
+            (
+                "membership_interval_ms = 0\n",
+                "gossip.membership_interval_ms",
+            ),
+            (
+                "fanout_local = 0\nfanout_remote = 0\n",
+                "gossip.fanout_local",
+            ),
+            ("retransmit_mult = 0\n", "gossip.retransmit_mult"),
+            (
+                "dial_overrides = { \"a\" = \"127.0.0.1:1\" }\n",
+                "gossip.dial_overrides",
+            ),
+            (
+                "[[gossip.seeds]]\ncell = \"mars\"\naddr = \"127.0.0.1:1\"\n",
+                "gossip.seeds.cell",
+            ),
+            (
+                "[[gossip.seeds]]\ncell = \"eu-west\"\naddr = \"nope\"\n",
+                "gossip.seeds.addr",
+            ),
+            ("colour = 1\n", "colour"),
+        ] {
+            let text = format!("{MINIMAL}[cell]\nid = \"eu-west\"\n[gossip]\n{body}");
+            let err = Config::parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
     fn tls_allows_non_loopback() {
         let text = format!(
             "{MINIMAL}[listener]\nhttp_addr = \"0.0.0.0:8200\"\ngrpc_addr = \"0.0.0.0:8201\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\n"

@@ -5,8 +5,9 @@
 //!
 //! Peers come from `[federation] peers`. Each is trusted through its own CA:
 //! the cluster port accepts a peer node's certificate only if that peer's
-//! CA issued it and it names that peer, and the Federation service is the
-//! only one a peer may call (the Raft service admits this cell alone).
+//! CA issued it and it names that peer, and the Federation and Mesh
+//! services are the only ones a peer may call (the Raft service admits
+//! this cell alone).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -233,16 +233,33 @@ pub enum BenchSuite {
     /// and p99 from a policy write's acknowledgement in one cell to every
     /// node of the others serving it, and bytes across cells per op.
     ControlPlane(ControlPlaneBenchArgs),
-    /// Global revocation on loopback: federated cells of real processes, a
-    /// workload's token in use on every node of every cell, its identity
-    /// revoked in the first cell; p50/p99 from the acknowledgement to the
-    /// last node refusing the token.
+    /// Global revocation on loopback: federated cells of real processes
+    /// (started here, or a running `sigil dev` federation with --topology),
+    /// tokens in use on every node; p50/p99 from the revocation's
+    /// acknowledgement to the last node refusing its token.
     Revocation(RevocationBenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RevocationMatch {
+    /// A token of one identity in every cell, revoked by identity through
+    /// the first cell.
+    Identity,
+    /// One token of the first cell, revoked by accessor through the last
+    /// cell (the record crosses cells first).
+    Accessor,
 }
 
 #[derive(Debug, Args)]
 pub struct RevocationBenchArgs {
-    /// Federated cells (1 to 5); the revocation is issued in the first.
+    /// What is revoked.
+    #[arg(long = "match", value_enum, default_value_t = RevocationMatch::Identity)]
+    pub matching: RevocationMatch,
+    /// A running federation's topology (`sigil dev --cells A,B,C --nodes 3
+    /// --topology-out FILE`) instead of starting one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cells", "nodes", "sigil", "dir"])]
+    pub topology: Option<PathBuf>,
+    /// Federated cells (1 to 5) to start.
     #[arg(long, default_value_t = 3)]
     pub cells: usize,
     /// Nodes per cell.
@@ -768,29 +785,51 @@ async fn run_control_plane_bench(args: ControlPlaneBenchArgs) -> ExitCode {
 }
 
 async fn run_revocation_bench(args: RevocationBenchArgs) -> ExitCode {
-    let Some(sigil) = sigil_beside(args.sigil) else {
-        eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
-        return ExitCode::from(2);
-    };
+    use crate::revocation_bench::{BenchConfig, Match, Source};
     if !(1..=5).contains(&args.cells) || args.nodes == 0 || args.runs == 0 {
         eprintln!("Error: --cells must be 1 to 5, --nodes and --runs at least 1");
         return ExitCode::from(2);
     }
-    let (_temp, dir) = match suite_dir("sigil-chaos-revocation-", args.dir.clone()) {
-        Ok(d) => d,
-        Err(code) => return code,
+    let mut _temp = None;
+    let (source, shape) = match &args.topology {
+        Some(path) => (
+            Source::Topology(path.clone()),
+            format!("the federation in {}", path.display()),
+        ),
+        None => {
+            let Some(sigil) = sigil_beside(args.sigil.clone()) else {
+                eprintln!("Error: no `sigil` binary beside sigil-chaos; pass --sigil PATH");
+                return ExitCode::from(2);
+            };
+            let (temp, dir) = match suite_dir("sigil-chaos-revocation-", args.dir.clone()) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            _temp = Some(temp);
+            (
+                Source::Start {
+                    sigil,
+                    dir,
+                    cells: args.cells,
+                    nodes: args.nodes,
+                },
+                format!("{} cells x {} nodes", args.cells, args.nodes),
+            )
+        }
     };
-    let config = crate::revocation_bench::BenchConfig {
-        sigil,
-        dir,
-        cells: args.cells,
-        nodes: args.nodes,
+    let matching = match args.matching {
+        RevocationMatch::Identity => Match::Identity,
+        RevocationMatch::Accessor => Match::Accessor,
+    };
+    let config = BenchConfig {
+        source,
         runs: args.runs,
+        matching,
     };
     print_figures(
         format!(
-            "revocation: {} cells x {} nodes, {} runs, acknowledgement to the last node refusing the token",
-            args.cells, args.nodes, args.runs
+            "revocation by {:?}: {shape}, {} runs, acknowledgement to the last node refusing the token",
+            args.matching, args.runs
         ),
         crate::revocation_bench::bench(&config).await,
         args.json,

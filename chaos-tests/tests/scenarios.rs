@@ -91,21 +91,29 @@ async fn five_simulated_cells_with_partitions_and_crashes_end_identical() {
 async fn the_revocation_bench_sees_every_node_refuse_the_token() {
     let _one_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = sigil_chaos::revocation_bench::bench(&sigil_chaos::revocation_bench::BenchConfig {
-        sigil: sigil(),
-        dir: dir.path().to_path_buf(),
-        cells: 2,
-        nodes: 2,
-        runs: 3,
-    })
-    .await
-    .expect("bench runs");
-    assert_eq!(f["missed"], 0, "{f:?}");
-    assert_eq!(f["runs"], 3);
-    assert!(
-        f["last_node_p99_ms"].as_f64().is_some_and(f64::is_finite),
-        "{f:?}"
-    );
+    use sigil_chaos::revocation_bench::{BenchConfig, Match, Source, bench};
+    for (matching, measured) in [(Match::Identity, 4), (Match::Accessor, 2)] {
+        let sub = dir.path().join(format!("{matching:?}"));
+        let f = bench(&BenchConfig {
+            source: Source::Start {
+                sigil: sigil(),
+                dir: sub,
+                cells: 2,
+                nodes: 2,
+            },
+            runs: 3,
+            matching,
+        })
+        .await
+        .expect("bench runs");
+        assert_eq!(f["missed"], 0, "{f:?}");
+        assert_eq!(f["runs"], 3);
+        assert_eq!(f["nodes_measured"], measured, "{f:?}");
+        assert!(
+            f["last_node_p99_ms"].as_f64().is_some_and(f64::is_finite),
+            "{f:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -529,6 +529,7 @@ impl Mesh {
             .filter(|id| **id != self_id)
             .cloned()
             .collect();
+        self.live.store(live.len() as u64 + 1, Ordering::Relaxed);
         let peers = live
             .into_iter()
             .map(|id| {

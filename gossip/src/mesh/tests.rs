@@ -140,6 +140,10 @@ async fn a_record_learned_on_one_node_is_enforced_by_every_node_of_every_cell() 
     })
     .await;
 
+    eventually("every node counts six live members", async || {
+        nodes.iter().all(|n| n.mesh.live_members() == 6)
+    })
+    .await;
     nodes[0].mesh.learn(record("rev-1"), true).expect("valid");
     eventually("every other node enforced rev-1", async || {
         nodes[1..]
