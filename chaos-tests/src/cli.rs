@@ -77,9 +77,13 @@ pub struct SimulateRevocationArgs {
     /// Rumour tick, milliseconds.
     #[arg(long, default_value_t = 20)]
     pub tick_ms: u64,
-    /// Anti-entropy interval, milliseconds.
-    #[arg(long, default_value_t = 200)]
+    /// Anti-entropy interval, milliseconds (a node's `gossip.anti_entropy_ms`).
+    #[arg(long, default_value_t = 1_000)]
     pub anti_entropy_ms: u64,
+    /// How often a node's digest summary reaches the others' membership
+    /// state, milliseconds (a node's `gossip.membership_interval_ms`).
+    #[arg(long, default_value_t = 500)]
+    pub membership_ms: u64,
     /// Peers of a node's own cell each rumour batch goes to per tick.
     #[arg(long, default_value_t = 2)]
     pub fanout_local: usize,
@@ -873,6 +877,7 @@ fn simulate_revocation(args: &SimulateRevocationArgs) -> ExitCode {
         .map(|(cells, seconds)| crate::revocation_sim::Partition { cells, seconds });
     cfg.tick_ms = args.tick_ms.max(1);
     cfg.anti_entropy_ms = args.anti_entropy_ms.max(1);
+    cfg.membership_ms = args.membership_ms.max(1);
     cfg.settings.fanout_local = args.fanout_local;
     cfg.settings.fanout_remote = args.fanout_remote;
     let report = crate::revocation_sim::run(&cfg);

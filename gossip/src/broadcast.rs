@@ -178,6 +178,25 @@ impl Digest {
             .collect()
     }
 
+    /// A short fingerprint for membership state: equal digests have equal
+    /// summaries, so a node can tell from a peer's published summary
+    /// whether the two need an exchange.
+    pub fn summary(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let words = self
+            .counts
+            .iter()
+            .map(|c| u64::from(*c))
+            .chain(self.hashes.iter().copied());
+        for w in words {
+            for b in w.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
+    }
+
     fn well_formed(&self) -> bool {
         self.counts.len() == BUCKETS && self.hashes.len() == BUCKETS
     }
@@ -441,6 +460,29 @@ impl Node {
             .iter()
             .filter(|p| p.id != self.id)
             .nth(rng.below(others))?;
+        Some((p.clone(), Message::Digest(self.digest.clone())))
+    }
+
+    /// One aimed anti-entropy exchange: this node's digest, for one random
+    /// peer among those whose published digest summary (as membership
+    /// last carried it; `None`: not yet known) differs from this node's.
+    /// `None` when every peer agrees: a mesh in agreement exchanges no
+    /// digests.
+    pub fn anti_entropy_towards(
+        &self,
+        peers: &[(Peer, Option<u64>)],
+        rng: &mut impl Random,
+    ) -> Option<(Peer, Message)> {
+        let mine = self.digest.summary();
+        let differing: Vec<&Peer> = peers
+            .iter()
+            .filter(|(p, summary)| p.id != self.id && *summary != Some(mine))
+            .map(|(p, _)| p)
+            .collect();
+        if differing.is_empty() {
+            return None;
+        }
+        let p = differing[rng.below(differing.len())];
         Some((p.clone(), Message::Digest(self.digest.clone())))
     }
 

@@ -160,21 +160,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// FNV-1a over a digest: equal digests give equal summaries.
+/// A digest summary as membership state carries it.
 fn summary(d: &broadcast::Digest) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let words = d
-        .counts
-        .iter()
-        .map(|c| u64::from(*c))
-        .chain(d.hashes.iter().copied());
-    for w in words {
-        for b in w.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    format!("{:016x}", d.summary())
 }
 
 fn split_name(node_id: &str) -> (&str, &str) {
@@ -466,7 +454,7 @@ impl Mesh {
             if !spreading && !entropy_due {
                 continue;
             }
-            let (peers, mine) = self.live_peers(&mut published).await;
+            let peers = self.live_peers(&mut published).await;
             let core_peers: Vec<Peer> = peers.iter().map(|p| p.peer.clone()).collect();
             let addr_of: BTreeMap<&str, SocketAddr> =
                 peers.iter().map(|p| (p.peer.id.as_str(), p.addr)).collect();
@@ -487,18 +475,23 @@ impl Mesh {
             }
             if entropy_due {
                 last_entropy = tokio::time::Instant::now();
-                let differing: Vec<&LivePeer> = peers
+                let published: Vec<(Peer, Option<u64>)> = peers
                     .iter()
-                    .filter(|p| p.summary.as_deref() != Some(mine.as_str()))
+                    .map(|p| {
+                        let summary = p
+                            .summary
+                            .as_deref()
+                            .and_then(|s| u64::from_str_radix(s, 16).ok());
+                        (p.peer.clone(), summary)
+                    })
                     .collect();
-                if !differing.is_empty() {
-                    let p = differing[broadcast::Random::below(&mut rng, differing.len())];
-                    let digest = lock(&self.core).digest().clone();
+                let aimed = lock(&self.core).anti_entropy_towards(&published, &mut rng);
+                if let Some((peer, msg)) = aimed
+                    && let Some(addr) = addr_of.get(peer.id.as_str())
+                {
                     self.stats.digests_sent.fetch_add(1, Ordering::Relaxed);
-                    self.links.send(
-                        p.addr,
-                        Body::Revocations(Message::Digest(digest).encode().into()),
-                    );
+                    self.links
+                        .send(*addr, Body::Revocations(msg.encode().into()));
                 }
             }
             if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -508,9 +501,9 @@ impl Mesh {
         }
     }
 
-    /// The live peers (with their cells made dialable), and this node's
-    /// digest summary, published if it changed.
-    async fn live_peers(&self, published: &mut String) -> (Vec<LivePeer>, String) {
+    /// The live peers (with their cells made dialable); this node's digest
+    /// summary is published if it changed.
+    async fn live_peers(&self, published: &mut String) -> Vec<LivePeer> {
         let mine = summary(lock(&self.core).digest());
         let cc = self.chitchat.chitchat();
         let mut cc = cc.lock().await;
@@ -548,7 +541,7 @@ impl Mesh {
                 }
             })
             .collect();
-        (peers, mine)
+        peers
     }
 
     /// Drops expired records, and their entries in this node's state.

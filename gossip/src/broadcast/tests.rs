@@ -173,3 +173,44 @@ fn malformed_messages_are_refused_whole() {
         Err(MessageError::TooLarge(_))
     ));
 }
+
+#[test]
+fn aimed_anti_entropy_goes_only_to_peers_that_differ() {
+    let mut a = Node::new("a/1", "a", Settings::default());
+    let mut rng = SplitMix64::new(5);
+    let others: Vec<Peer> = peers().into_iter().filter(|p| p.id != "a/1").collect();
+    let same = a.digest().summary();
+    // Everyone agrees (and a's own entry is never chosen): no exchange.
+    let mut view: Vec<(Peer, Option<u64>)> =
+        others.iter().map(|p| (p.clone(), Some(same))).collect();
+    view.push((
+        Peer {
+            id: "a/1".into(),
+            cell: "a".into(),
+        },
+        Some(0),
+    ));
+    assert!(a.anti_entropy_towards(&view, &mut rng).is_none());
+    // a learns a record: now every peer differs; digests are equal again
+    // once a peer publishes the same summary.
+    a.learn(rec("r1"), false).expect("valid");
+    let mut b = Node::new("b/1", "b", Settings::default());
+    b.learn(rec("r1"), false).expect("valid");
+    assert_eq!(a.digest().summary(), b.digest().summary());
+    assert_ne!(a.digest().summary(), same);
+    let target = &others[2];
+    for (p, s) in &mut view {
+        if p.id == target.id {
+            *s = None; // not yet published: worth an exchange
+        } else if p.id != "a/1" {
+            *s = Some(b.digest().summary());
+        }
+    }
+    for _ in 0..20 {
+        let (p, msg) = a
+            .anti_entropy_towards(&view, &mut rng)
+            .expect("one differs");
+        assert_eq!(p.id, target.id);
+        assert!(matches!(msg, Message::Digest(d) if d == *a.digest()));
+    }
+}
