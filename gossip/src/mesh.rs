@@ -523,8 +523,7 @@ impl Mesh {
             .cloned()
             .collect();
         self.live.store(live.len() as u64 + 1, Ordering::Relaxed);
-        let peers = live
-            .into_iter()
+        live.into_iter()
             .map(|id| {
                 let summary = cc
                     .node_state(&id)
@@ -540,8 +539,7 @@ impl Mesh {
                     summary,
                 }
             })
-            .collect();
-        peers
+            .collect()
     }
 
     /// Drops expired records, and their entries in this node's state.

@@ -270,7 +270,7 @@ impl Links {
         {
             // Replies go back on this stream unless one of ours is open.
             let mut out = lock(&self.out);
-            if !out.get(&from).is_some_and(|t| !t.is_closed()) {
+            if out.get(&from).is_none_or(|t| t.is_closed()) {
                 out.insert(from, tx.clone());
             }
         }
