@@ -636,38 +636,7 @@ impl Cell {
         body: &Value,
     ) -> Result<(u16, u64, Value), Error> {
         let url = format!("{}/v1/{path}", self.nodes[i].url());
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| Error::Fixture(e.to_string()))?;
-        let mut req = self.client.request(method, &url);
-        if let Some(t) = token {
-            req = req.header("X-Vault-Token", t);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        if !body.is_null() {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Fixture(format!("{url}: {e}")))?;
-        let code = resp.status().as_u16();
-        let index = resp
-            .headers()
-            .get("x-sigil-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| Error::Fixture(e.to_string()))?;
-        Ok((
-            code,
-            index,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        ))
+        request(&self.client, &url, method, token, headers, body).await
     }
 
     /// The process id of node `i`, while it runs.
@@ -683,4 +652,48 @@ impl Cell {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// One HTTP call to a node's API at `url`: the status, `X-Sigil-Index`, and
+/// the body as JSON (`Null` when it is not).
+pub async fn request(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    headers: &[(&str, String)],
+    body: &Value,
+) -> Result<(u16, u64, Value), Error> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| Error::Fixture(e.to_string()))?;
+    let mut req = client.request(method, url);
+    if let Some(t) = token {
+        req = req.header("X-Vault-Token", t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    if !body.is_null() {
+        req = req.json(body);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Error::Fixture(format!("{url}: {e}")))?;
+    let code = resp.status().as_u16();
+    let index = resp
+        .headers()
+        .get("x-sigil-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| Error::Fixture(e.to_string()))?;
+    Ok((
+        code,
+        index,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    ))
 }

@@ -81,22 +81,9 @@ impl Bench {
         body: &Value,
     ) -> Result<(u16, Value), Error> {
         let url = format!("{}/v1/{path}", self.cells[c].nodes[n]);
-        let method = reqwest::Method::from_bytes(method.as_bytes())
-            .map_err(|e| Error::Fixture(e.to_string()))?;
-        let mut req = self.client.request(method, &url);
-        if let Some(t) = token {
-            req = req.header("X-Vault-Token", t);
-        }
-        if !body.is_null() {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
+        crate::cell::request(&self.client, &url, method, token, &[], body)
             .await
-            .map_err(|e| Error::Fixture(format!("{url}: {e}")))?;
-        let code = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        Ok((code, serde_json::from_str(&text).unwrap_or(Value::Null)))
+            .map(|(code, _, out)| (code, out))
     }
 
     async fn expect(
