@@ -202,29 +202,61 @@ pub(crate) async fn partition(
     // Both keep serving secrets: a write and a read-back on every node.
     let mut served = 0;
     let mut tried = 0;
+    let mut failed = Vec::new();
     for (c, cell) in fed.cells.iter().enumerate() {
         for n in 0..cell.nodes.len() {
             tried += 1;
             let path = format!("secret/data/partition-{c}-{n}");
-            let w = cell
-                .call(
+            // Read-your-writes, as a client does it: the read carries the
+            // write's index (a follower that forwarded the write may not
+            // have applied it yet).
+            let (wc, index, wb) = cell
+                .call_with(
                     n,
                     "PUT",
                     &path,
                     Some(&cell.root_token),
+                    &[],
                     &json!({"data": {"v": n}}),
                 )
                 .await?;
+            let w = (wc, wb);
             let r = cell
-                .call(n, "GET", &path, Some(&cell.root_token), &Value::Null)
-                .await?;
-            served += usize::from(w.0 == 200 && r.0 == 200 && r.1["data"]["data"]["v"] == n);
+                .call_with(
+                    n,
+                    "GET",
+                    &path,
+                    Some(&cell.root_token),
+                    &[("X-Sigil-Index", index.to_string())],
+                    &Value::Null,
+                )
+                .await
+                .map(|(c, _, b)| (c, b))?;
+            if w.0 == 200 && r.0 == 200 && r.1["data"]["data"]["v"] == n {
+                served += 1;
+            } else {
+                failed.push(format!(
+                    "{} node {n}: PUT {} {}, GET {} {}",
+                    cell.id(),
+                    w.0,
+                    w.1,
+                    r.0,
+                    r.1
+                ));
+            }
         }
     }
     report.check(
         "both sides keep serving reads and writes while partitioned",
         served == tried,
-        format!("{served} of {tried} nodes wrote and read back a secret"),
+        format!(
+            "{served} of {tried} nodes wrote and read back a secret{}",
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", failed.join("; "))
+            }
+        ),
     );
     tokio::time::sleep(Duration::from_millis(3 * SYNC_INTERVAL_MS)).await;
     let crossed = fed.policy(a, 0, &own("us-east")).await?.is_some()
