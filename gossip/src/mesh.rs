@@ -76,7 +76,8 @@ impl Default for MeshSettings {
 /// What the node does with records it hears of from peers.
 pub trait Observer: Send + Sync + 'static {
     /// Records new to this node (or newly lifted), from a peer: enforce
-    /// them now. Called before they are passed on.
+    /// them now. Called before they can be passed on (under the lock of
+    /// the node's broadcast state, so it must not block).
     fn enforce(&self, records: &[Revocation]);
 }
 
@@ -409,7 +410,16 @@ impl Mesh {
             Message::Repair { .. } => (0, true),
             Message::Digest(_) => (0, false),
         };
-        let received = lock(&self.core).receive(msg);
+        // Enforced under the core's lock: the tick loop cannot pass a
+        // record on before this node enforces it.
+        let received = {
+            let mut core = lock(&self.core);
+            let received = core.receive(msg);
+            if !received.applied.is_empty() {
+                self.observer.enforce(&received.applied);
+            }
+            received
+        };
         let new = received.applied.len() as u64;
         if rumours > 0 {
             self.stats
@@ -425,7 +435,6 @@ impl Mesh {
                 .fetch_add(new, Ordering::Relaxed);
         }
         if !received.applied.is_empty() {
-            self.observer.enforce(&received.applied);
             self.applied_here(&received.applied);
         }
         if let Some(reply) = received.reply {
