@@ -332,7 +332,7 @@ async fn open_sync(channel: tonic::transport::Channel) -> Result<(), tonic::Stat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_cluster_port_admits_only_trusted_cells_and_only_to_sync() {
+async fn the_cluster_port_admits_only_trusted_cells_and_only_to_sync_and_the_mesh() {
     let fed = federation(&["eu-west", "us-east"]).await;
     let a = &fed.files[0];
     let b = &fed.files[1];
@@ -352,6 +352,34 @@ async fn the_cluster_port_admits_only_trusted_cells_and_only_to_sync() {
         .expect_err("B may not call A's Raft");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     assert!(err.message().contains("cell us-east"), "{err}");
+
+    // The revocation mesh admits B's node, as itself only: a hello that
+    // names another node or cell than its certificate is refused.
+    let mut mesh = sigil_proto::mesh::v1::mesh_client::MeshClient::new(
+        dial(&a.cluster, &a.ca, &b_node, "eu-west")
+            .await
+            .expect("connects"),
+    );
+    let hello = |cell: &str, node: &str| sigil_proto::mesh::v1::Frame {
+        body: Some(sigil_proto::mesh::v1::frame::Body::Hello(
+            sigil_proto::mesh::v1::Hello {
+                cell: cell.into(),
+                node: node.into(),
+                gossip_addr: "127.0.0.1:9".into(),
+            },
+        )),
+    };
+    for (cell, node) in [("us-east", "node-2"), ("eu-west", "node-1")] {
+        let err = mesh
+            .exchange(futures::stream::iter(vec![hello(cell, node)]))
+            .await
+            .expect_err("a hello that lies");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        assert!(err.message().contains("us-east/node-1"), "{err}");
+    }
+    mesh.exchange(futures::stream::iter(vec![hello("us-east", "node-1")]))
+        .await
+        .expect("B's node, as itself, opens a mesh stream");
 
     // A certificate naming us-east from a CA that is not us-east's.
     let forger = CellCa::generate(&CellId::new("us-east").expect("cell")).expect("ca");
