@@ -15,7 +15,8 @@
 //!   so the record has to cross cells before it kills anything.
 //!
 //! The figure per run is the time from the revocation's acknowledgement to
-//! the last node refusing its token.
+//! the last node refusing its token. Runs start once every node sees every
+//! node live on the mesh (steady state).
 
 use std::time::{Duration, Instant};
 
@@ -252,6 +253,36 @@ pub async fn bench(config: &BenchConfig) -> Result<serde_json::Map<String, Value
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Measure the mesh formed: every node sees every node live (nodes
+    // without the mesh report no such gauge and are not waited for).
+    let total: u64 = b.cells.iter().map(|c| c.nodes.len() as u64).sum();
+    let formed = Instant::now() + DEADLINE;
+    for c in 0..b.cells.len() {
+        for n in 0..b.cells[c].nodes.len() {
+            loop {
+                let root = b.cells[c].root.clone();
+                let (_, m) = b
+                    .call(c, n, "GET", "sys/metrics", Some(&root), &Value::Null)
+                    .await?;
+                let live = m["data"]["Gauges"].as_array().and_then(|g| {
+                    g.iter()
+                        .find(|x| x["Name"] == "sigil.gossip.members.live")
+                        .and_then(|x| x["Value"].as_u64())
+                });
+                if live.is_none_or(|l| l >= total) {
+                    break;
+                }
+                if Instant::now() > formed {
+                    return Err(Error::Fixture(format!(
+                        "node {n} of {} sees {} of {total} mesh members live",
+                        b.cells[c].id,
+                        live.unwrap_or(0)
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     // Which cells hold a token, and where the revocation is issued.
