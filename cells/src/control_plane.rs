@@ -121,15 +121,22 @@ impl ControlPlane {
     /// op would reuse a seq the peers already hold, and they would drop it
     /// as a duplicate. The cell takes its own ops back on its next sync.
     pub async fn write(&self, key: Key, value: Option<Value>) -> Result<Entry, ApiError> {
-        let ours = self.read(|r| r.applied().get(&self.me)).await?;
-        if let Some((peer, theirs)) = self.sync.ahead_on(&self.me, ours) {
-            return Err(ApiError::Unavailable(format!(
-                "cell {peer} holds {} ops of this cell that it has not applied (restored from an old backup?); it takes them back on its next sync: retry then",
-                theirs - ours
-            )));
-        }
+        self.refuse_if_behind_peers().await?;
         self.change(|r| r.originate(key.clone(), value.clone(), now_ms()))
             .await
+    }
+
+    /// Refuses (503) a new op of this cell while a peer is known to hold
+    /// ops of this cell that this replica lacks (see [`Self::write`]).
+    async fn refuse_if_behind_peers(&self) -> Result<(), ApiError> {
+        let ours = self.read(|r| r.applied().get(&self.me)).await?;
+        match self.sync.ahead_on(&self.me, ours) {
+            Some((peer, theirs)) => Err(ApiError::Unavailable(format!(
+                "cell {peer} holds {} ops of this cell that it has not applied (restored from an old backup?); it takes them back on its next sync: retry then",
+                theirs - ours
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Commits a revocation record heard from the mesh, unless the replica
@@ -147,12 +154,7 @@ impl ControlPlane {
         if record.expires_ms <= now {
             return Ok(false);
         }
-        let ours = self.read(|r| r.applied().get(&self.me)).await?;
-        if let Some((peer, _)) = self.sync.ahead_on(&self.me, ours) {
-            return Err(ApiError::Unavailable(format!(
-                "cell {peer} holds ops of this cell that it has not applied; retry after the next sync"
-            )));
-        }
+        self.refuse_if_behind_peers().await?;
         self.change(|r| {
             let held = match r.state().get(&key) {
                 Some(Value::Revocation(have)) => have.lifted || !record.lifted,

@@ -95,6 +95,8 @@ impl Dialer for CellDialer {
 /// Enforces what the mesh hears, then makes it durable in this cell.
 struct Enforcer {
     node: Weak<Node>,
+    /// This node's name on the mesh: spreads the followers' waits.
+    me: String,
 }
 
 impl Observer for Enforcer {
@@ -107,24 +109,24 @@ impl Observer for Enforcer {
         for r in records {
             tracing::info!(revocation = %r.id, target = %r.target, "revocation heard from the mesh; enforced");
         }
-        let records = records.to_vec();
-        tokio::spawn(adopt(node, records));
+        // Followers wait a grace period plus a share of it that differs
+        // from node to node, so the cell's nodes do not all race.
+        let first = records.first().map_or("", |r| r.id.as_str());
+        let jitter = broadcast::fnv1a(self.me.bytes().chain(first.bytes())) % FOLLOWER_GRACE_MS;
+        tokio::spawn(adopt(
+            node,
+            records.to_vec(),
+            Duration::from_millis(FOLLOWER_GRACE_MS + jitter),
+        ));
     }
 }
 
 /// Commits records heard from the mesh to this cell's control plane.
-async fn adopt(node: Arc<Node>, records: Vec<Revocation>) {
+/// Commits records heard from the mesh to this cell's control plane: at
+/// once on the leader, after `grace` on another node.
+async fn adopt(node: Arc<Node>, records: Vec<Revocation>, grace: Duration) {
     if !node.leads() {
-        // A spread of waits, so the cell's nodes do not all race.
-        let jitter = records
-            .first()
-            .map(|r| {
-                r.id.bytes()
-                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-            })
-            .unwrap_or(0)
-            % FOLLOWER_GRACE_MS;
-        tokio::time::sleep(Duration::from_millis(FOLLOWER_GRACE_MS + jitter)).await;
+        tokio::time::sleep(grace).await;
     }
     if !node.is_serving() {
         // Sealed: the cell's unsealed nodes, or sync, commit it.
@@ -224,6 +226,7 @@ pub async fn start(
     };
     let observer = Arc::new(Enforcer {
         node: Arc::downgrade(node),
+        me: me.name(),
     });
     let mesh = Mesh::start(
         me,

@@ -144,16 +144,6 @@ impl Revocations {
         }
     }
 
-    /// Records heard from the mesh that the replica does not hold yet.
-    pub fn heard(&self) -> Vec<Revocation> {
-        self.heard
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
     /// A record this cell just committed (issued or lifted here): the mesh
     /// takes it to every cell from this node.
     pub fn originate(&self, id: &str, record: &RevocationRecord) {

@@ -592,37 +592,14 @@ impl Cell {
     /// root, fetching its role ID and a new secret ID) and returns the
     /// client token.
     pub async fn approle_login(&self, mount: &str, role: &str) -> Result<String, Error> {
-        let root = self.root_token.clone();
-        let base = format!("auth/{mount}");
-        let id = self
-            .expect(
-                0,
-                "GET",
-                &format!("{base}/role/{role}/role-id"),
-                Some(&root),
-                &Value::Null,
-                200,
-            )
-            .await?;
-        let secret = self
-            .expect(
-                0,
-                "POST",
-                &format!("{base}/role/{role}/secret-id"),
-                Some(&root),
-                &json!({}),
-                200,
-            )
-            .await?;
-        let body =
-            json!({"role_id": id["data"]["role_id"], "secret_id": secret["data"]["secret_id"]});
-        let auth = self
-            .expect(0, "POST", &format!("{base}/login"), None, &body, 200)
-            .await?;
-        auth["auth"]["client_token"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Fixture(format!("no token in {auth}")))
+        approle_login(
+            &self.client,
+            &self.nodes[0].url(),
+            &self.root_token,
+            mount,
+            role,
+        )
+        .await
     }
 
     /// Like [`Cell::call`], with extra headers; also returns `X-Sigil-Index`.
@@ -696,4 +673,43 @@ pub async fn request(
         index,
         serde_json::from_str(&text).unwrap_or(Value::Null),
     ))
+}
+
+/// Logs in through AppRole `role` of the mount at `auth/<mount>/` of the
+/// node at `base` (as `root`, fetching its role ID and a new secret ID)
+/// and returns the client token.
+pub async fn approle_login(
+    client: &reqwest::Client,
+    base: &str,
+    root: &str,
+    mount: &str,
+    role: &str,
+) -> Result<String, Error> {
+    let call = async |method: &str, path: String, token: Option<&str>, body: &Value| {
+        let url = format!("{base}/v1/{path}");
+        match request(client, &url, method, token, &[], body).await? {
+            (200, _, out) => Ok(out),
+            (code, _, out) => Err(Error::Fixture(format!("{method} {path}: {code} {out}"))),
+        }
+    };
+    let id = call(
+        "GET",
+        format!("auth/{mount}/role/{role}/role-id"),
+        Some(root),
+        &Value::Null,
+    )
+    .await?;
+    let secret = call(
+        "POST",
+        format!("auth/{mount}/role/{role}/secret-id"),
+        Some(root),
+        &json!({}),
+    )
+    .await?;
+    let body = json!({"role_id": id["data"]["role_id"], "secret_id": secret["data"]["secret_id"]});
+    let auth = call("POST", format!("auth/{mount}/login"), None, &body).await?;
+    auth["auth"]["client_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Fixture(format!("no token in {auth}")))
 }

@@ -108,23 +108,8 @@ impl Bench {
     }
 
     async fn login(&self, c: usize) -> Result<String, Error> {
-        let base = format!("auth/{MOUNT}/role/bench");
-        let id = self
-            .expect(c, "GET", &format!("{base}/role-id"), &Value::Null, &[200])
-            .await?;
-        let secret = self
-            .expect(c, "POST", &format!("{base}/secret-id"), &json!({}), &[200])
-            .await?;
-        let body =
-            json!({"role_id": id["data"]["role_id"], "secret_id": secret["data"]["secret_id"]});
-        let (code, out) = self
-            .call(c, 0, "POST", &format!("auth/{MOUNT}/login"), None, &body)
-            .await?;
-        out["auth"]["client_token"]
-            .as_str()
-            .filter(|_| code == 200)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Fixture(format!("login in {}: {code} {out}", self.cells[c].id)))
+        let cell = &self.cells[c];
+        crate::cell::approle_login(&self.client, &cell.nodes[0], &cell.root, MOUNT, "bench").await
     }
 
     async fn lookup(&self, c: usize, n: usize, token: &str) -> Option<u16> {

@@ -21,7 +21,6 @@ use crate::cell::Cell;
 use crate::federation::Federation;
 use crate::scenario::{Report, Rng, ScenarioConfig};
 
-const CELLS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn status(cell: &Cell, n: usize, token: &str) -> Option<u16> {
@@ -69,7 +68,16 @@ pub(crate) async fn partition(
     dir: &std::path::Path,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let fed = Arc::new(Federation::start(&config.sigil, dir, &CELLS, 2, 1_000).await?);
+    let fed = Arc::new(
+        Federation::start(
+            &config.sigil,
+            dir,
+            crate::federation::cell_names(3),
+            2,
+            1_000,
+        )
+        .await?,
+    );
     let mut rng = Rng::new(config.seed);
     let (a, c) = (0usize, 2usize);
     let root_a = fed.cells[a].root_token.clone();

@@ -135,25 +135,21 @@ impl Default for Digest {
     }
 }
 
-/// FNV-1a over the record's id and version: stable across nodes and
-/// releases.
+/// FNV-1a: stable across nodes, platforms and releases.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A record's hash: its id and version.
 fn record_hash(r: &Revocation) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in r.id.bytes().chain(std::iter::once(r.version())) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fnv1a(r.id.bytes().chain(std::iter::once(r.version())))
 }
 
 fn bucket_of(r: &Revocation) -> usize {
     // Bucket by the id alone, so a record and its lifted version share one.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in r.id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % BUCKETS as u64) as usize
+    (fnv1a(r.id.bytes()) % BUCKETS as u64) as usize
 }
 
 impl Digest {
@@ -182,19 +178,12 @@ impl Digest {
     /// summaries, so a node can tell from a peer's published summary
     /// whether the two need an exchange.
     pub fn summary(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let words = self
             .counts
             .iter()
             .map(|c| u64::from(*c))
             .chain(self.hashes.iter().copied());
-        for w in words {
-            for b in w.to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        h
+        fnv1a(words.flat_map(u64::to_le_bytes))
     }
 
     fn well_formed(&self) -> bool {

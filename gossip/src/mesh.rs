@@ -161,9 +161,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A digest summary as membership state carries it.
-fn summary(d: &broadcast::Digest) -> String {
-    format!("{:016x}", d.summary())
+/// A digest summary as membership state carries it (hex).
+fn summary_text(summary: u64) -> String {
+    format!("{summary:016x}")
 }
 
 fn split_name(node_id: &str) -> (&str, &str) {
@@ -175,7 +175,7 @@ fn split_name(node_id: &str) -> (&str, &str) {
 struct LivePeer {
     peer: Peer,
     addr: SocketAddr,
-    summary: Option<String>,
+    summary: Option<u64>,
 }
 
 /// A node's share of the mesh.
@@ -241,7 +241,7 @@ impl Mesh {
         let transport = membership::StreamTransport::new(Arc::clone(&links), membership_rx);
         let initial = vec![
             (CELL_KEY.to_owned(), me.cell.clone()),
-            (DIGEST_KEY.to_owned(), summary(core.digest())),
+            (DIGEST_KEY.to_owned(), summary_text(core.digest().summary())),
         ];
         let chitchat = spawn_chitchat(config, initial, &transport).await?;
         let mesh = Arc::new(Self {
@@ -298,11 +298,6 @@ impl Mesh {
     /// Whether this node's share of the mesh holds record `id`.
     pub fn holds(&self, id: &str) -> bool {
         lock(&self.core).filter().get(id).is_some()
-    }
-
-    /// Every record this node's share of the mesh holds.
-    pub fn records(&self) -> Vec<Revocation> {
-        lock(&self.core).filter().records().cloned().collect()
     }
 
     pub fn stats(&self) -> &BroadcastStats {
@@ -444,12 +439,12 @@ impl Mesh {
     }
 
     async fn tick_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut rng = SplitMix64::new(now_ms() ^ fnv(self.me.name().as_bytes()));
+        let mut rng = SplitMix64::new(now_ms() ^ broadcast::fnv1a(self.me.name().bytes()));
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_entropy = tokio::time::Instant::now();
         let mut last_expiry = tokio::time::Instant::now();
-        let mut published = String::new();
+        let mut published = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -484,16 +479,8 @@ impl Mesh {
             }
             if entropy_due {
                 last_entropy = tokio::time::Instant::now();
-                let published: Vec<(Peer, Option<u64>)> = peers
-                    .iter()
-                    .map(|p| {
-                        let summary = p
-                            .summary
-                            .as_deref()
-                            .and_then(|s| u64::from_str_radix(s, 16).ok());
-                        (p.peer.clone(), summary)
-                    })
-                    .collect();
+                let published: Vec<(Peer, Option<u64>)> =
+                    peers.iter().map(|p| (p.peer.clone(), p.summary)).collect();
                 let aimed = lock(&self.core).anti_entropy_towards(&published, &mut rng);
                 if let Some((peer, msg)) = aimed
                     && let Some(addr) = addr_of.get(peer.id.as_str())
@@ -512,13 +499,13 @@ impl Mesh {
 
     /// The live peers (with their cells made dialable); this node's digest
     /// summary is published if it changed.
-    async fn live_peers(&self, published: &mut String) -> Vec<LivePeer> {
-        let mine = summary(lock(&self.core).digest());
+    async fn live_peers(&self, published: &mut Option<u64>) -> Vec<LivePeer> {
+        let mine = lock(&self.core).digest().summary();
         let cc = self.chitchat.chitchat();
         let mut cc = cc.lock().await;
-        if *published != mine {
-            cc.self_node_state().set(DIGEST_KEY, &mine);
-            published.clone_from(&mine);
+        if *published != Some(mine) {
+            cc.self_node_state().set(DIGEST_KEY, summary_text(mine));
+            *published = Some(mine);
         }
         // Every node chitchat knows of may be dialled by it.
         for id in cc.node_states().keys() {
@@ -537,7 +524,7 @@ impl Mesh {
                 let summary = cc
                     .node_state(&id)
                     .and_then(|s| s.get(DIGEST_KEY))
-                    .map(str::to_owned);
+                    .and_then(|s| u64::from_str_radix(s, 16).ok());
                 let (cell, _) = split_name(&id.node_id);
                 LivePeer {
                     peer: Peer {
@@ -556,12 +543,14 @@ impl Mesh {
         let now = now_ms();
         let gone: Vec<String> = {
             let mut core = lock(&self.core);
-            let before: Vec<String> = core.filter().records().map(|r| r.id.clone()).collect();
+            let gone = core
+                .filter()
+                .records()
+                .filter(|r| r.expires_ms <= now)
+                .map(|r| r.id.clone())
+                .collect();
             core.expire(now);
-            before
-                .into_iter()
-                .filter(|id| core.filter().get(id).is_none())
-                .collect()
+            gone
         };
         if gone.is_empty() {
             return;
@@ -589,15 +578,6 @@ fn member(id: &ChitchatId, live: bool) -> Member {
         addr: id.gossip_advertise_addr,
         live,
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The Mesh service of one node: accepts the streams peers open.

@@ -138,7 +138,7 @@ impl Links {
     /// dialled with that cell's trust).
     pub(crate) fn learn_cell(&self, addr: SocketAddr, cell: &str) {
         let mut cells = lock(&self.cells);
-        if cells.get(&addr).map(String::as_str) != Some(cell) {
+        if cells.get(&addr).is_none_or(|c| c != cell) {
             cells.insert(addr, cell.to_owned());
         }
     }
